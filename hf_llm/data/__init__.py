@@ -1,0 +1,1 @@
+"""Data layer: sources, cleaning, dedup, decontamination, tokenizer training, packing, data card."""

@@ -1,0 +1,249 @@
+"""Typed, nested, strict run configuration.
+
+A recipe is a YAML file whose keys mirror the dataclasses below; the command line adds dotted overrides
+(`train.lr=3e-4 data.seq_len=512`). Parsing, merging and type checking are done by OmegaConf structured configs;
+on top of that we walk the user's keys first so that every unknown key is reported at once with the closest valid
+name. The resolved config is saved next to the run's outputs and loads back to an identical object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class HfLlmError(Exception):
+    """An error the user can fix; scripts print its message and exit with status 2."""
+
+
+class ConfigError(HfLlmError):
+    """Bad recipe, override or option combination."""
+
+
+@dataclass
+class ModelConfig:
+    preset: Optional[str] = "tiny"  # a name in configs/models/ or a path to a preset YAML
+    name_or_path: Optional[str] = None  # an existing model (local folder or Hub id): its config, or weights to fine-tune
+    model_type: Optional[str] = None  # any transformers model_type (gpt2, qwen2, mistral, ...), shaped by `overrides`
+    overrides: dict[str, Any] = field(default_factory=dict)  # config attributes set on top of preset/model
+    revision: Optional[str] = None  # Hub revision (branch, tag or commit) for name_or_path
+    trust_remote_code: bool = False  # running a repository's code is opt-in
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 ...; sdpa is fast and packing-safe
+    pad_vocab_multiple: int = 64  # round the embedding up so matmuls stay aligned when we size it from a tokenizer
+
+
+@dataclass
+class TokenizerConfig:
+    name_or_path: Optional[str] = None  # existing tokenizer (folder or Hub id); None trains a byte-level BPE
+    vocab_size: int = 8192  # for a trained tokenizer; small vocabularies suit small models and corpora
+    min_frequency: int = 2  # merges seen fewer times are noise on small corpora
+    eos_token: str = "<|endoftext|>"  # separates documents in packed blocks
+    pad_token: str = "<|pad|>"  # distinct from EOS so padding never hides the end-of-document target
+    extra_special_tokens: list[str] = field(default_factory=list)  # e.g. chat markers, kept whole by the tokenizer
+    max_train_documents: Optional[int] = None  # cap the documents used to learn merges (None = all)
+
+
+@dataclass
+class SourceConfig:
+    path: str = "data/sample/corpus.jsonl.gz"  # file, folder, glob, or Hub dataset id (with format: hub)
+    format: str = "auto"  # auto | txt | jsonl | json | parquet | csv | hub
+    text_field: str = "text"  # column holding the document text
+    txt_sample_by: str = "paragraph"  # txt only: document (whole file) | paragraph (blank-line block) | line
+    weight: float = 1.0  # relative share of this source in the mixture
+    name: Optional[str] = None  # Hub dataset config name, and the source's label in statistics
+    split: str = "train"  # Hub split
+    revision: Optional[str] = None  # Hub dataset revision
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    prepared: Optional[str] = None  # a folder written by scripts/prepare_data.py (train/, validation/, tokenizer/)
+    seq_len: int = 256  # tokens per packed block
+    validation_fraction: float = 0.02  # share of documents held out (split by document, never inside one)
+    max_validation_documents: int = 200  # cap so validation stays cheap on big corpora
+    mix_by: str = "documents"  # documents | tokens: what a source weight is a share of
+    num_proc: int = 1  # worker processes for datasets.map
+    seed: int = 1234  # shuffling, mixing and the train/validation split
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.seq_len < 2:
+            raise ConfigError(f"data.seq_len must be at least 2, got {self.seq_len}")
+        if self.mix_by not in ("documents", "tokens"):
+            raise ConfigError(f"data.mix_by must be 'documents' or 'tokens', got {self.mix_by!r}")
+
+
+SCHEDULES = ("cosine", "wsd", "linear", "constant")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class TrainConfig:
+    micro_batch_size: int = 16  # sequences per forward pass per process
+    grad_accum_steps: int = 1  # micro-batches per optimizer step; loss is normalised by target tokens
+    max_steps: Optional[int] = 600  # optimizer steps; with max_tokens, whichever comes first
+    max_tokens: Optional[int] = None  # token budget (global, counting every position of every block)
+    lr: float = 3e-3  # peak learning rate; small models take large rates
+    min_lr_ratio: float = 0.1  # final LR as a fraction of the peak
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | linear | constant
+    decay_fraction: float = 0.2  # wsd: share of steps spent decaying at the end
+    weight_decay: float = 0.1
+    decay_norms_biases_embeddings: bool = False  # decoupled decay on these hurts (GPT-3/Llama practice): off
+    beta1: float = 0.9
+    beta2: float = 0.95  # 0.95 is the LLM norm: more stable than 0.999 with large batches
+    eps: float = 1e-8
+    max_grad_norm: Optional[float] = 1.0  # None disables clipping
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp16 | fp32
+    gradient_checkpointing: bool = False  # trade ~30% compute for activation memory
+    compile: bool = False  # torch.compile the model
+    seed: int = 1234
+    log_every: int = 10
+    save_every: Optional[int] = 200  # steps between checkpoints; None saves only at the end
+    keep_last: int = 2  # checkpoints kept on disk (oldest removed)
+    resume_from: Optional[str] = None  # latest | a checkpoint folder
+    stop_after_steps: Optional[int] = None  # end this invocation early (a job's time slice); the schedule is kept
+    peak_flops: Optional[float] = None  # per device FLOP/s for MFU; None = GPU table or measured CPU peak
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.max_steps is None and self.max_tokens is None:
+            raise ConfigError("set train.max_steps or train.max_tokens (or both) so the run has a budget")
+        for name in ("micro_batch_size", "grad_accum_steps", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 100  # steps between validation passes
+    max_batches: Optional[int] = 50  # cap per pass (None = the whole validation set)
+    sample_prompts: list[str] = field(default_factory=lambda: ["And it came to pass", "HACKER, n."])
+    sample_max_new_tokens: int = 48
+    sample_temperature: float = 0.8  # 0 = greedy
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/tiny"  # checkpoints/, model/, logs/, config.yaml go here
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check_keys(user: Any, schema: type, prefix: str, problems: list[str]) -> None:
+    """Collect every key in `user` that `schema` (a dataclass) lacks, with the closest valid names."""
+    if not isinstance(user, dict) or not dataclasses.is_dataclass(schema):
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in user.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
+            problems.append(f"unknown key '{prefix}{key}'{hint} (valid: {', '.join(sorted(fields))})")
+            continue
+        ftype = _field_type(schema, key)
+        if dataclasses.is_dataclass(ftype):
+            _check_keys(value, ftype, f"{prefix}{key}.", problems)
+        elif isinstance(value, list) and _list_item_type(schema, key) is not None:
+            for i, item in enumerate(value):
+                _check_keys(item, _list_item_type(schema, key), f"{prefix}{key}[{i}].", problems)
+
+
+def _field_type(schema: type, name: str) -> Any:
+    import typing
+
+    return typing.get_type_hints(schema)[name]
+
+
+def _list_item_type(schema: type, name: str) -> Optional[type]:
+    import typing
+
+    hint = _field_type(schema, name)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return item if dataclasses.is_dataclass(item) else None
+    return None
+
+
+def _to_container(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[str]] = None, schema: type = RunConfig):
+    """Load `schema` from an optional YAML recipe plus `key=value` overrides; strict about keys and types."""
+    layers = []
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe {str(recipe)!r} does not exist; pass a YAML file (see configs/recipes/)")
+        try:
+            layers.append(OmegaConf.load(path))
+        except Exception as e:  # yaml errors come in several types
+            raise ConfigError(f"recipe {path} is not valid YAML: {e}") from e
+    dotlist = []
+    for item in overrides or []:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. train.lr=3e-4)")
+        dotlist.append(item[2:] if item.startswith("--") else item)
+    if dotlist:
+        layers.append(OmegaConf.from_dotlist(dotlist))
+    problems: list[str] = []
+    for layer in layers:
+        if layer is not None and not isinstance(_to_container(layer), dict):
+            raise ConfigError("a recipe must be a mapping of sections (model:, data:, train:, ...)")
+        _check_keys(_to_container(layer) or {}, schema, "", problems)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *[x for x in layers if x is not None])
+        return OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"invalid value for {key!r}: {str(e).splitlines()[0]}") from None
+
+
+def config_to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config; it loads back with `load_config(path, schema=type(cfg))`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_to_yaml(cfg))
+    return path
+
+
+def parse_cli(argv: list[str], default_recipe: Optional[str], schema: type = RunConfig):
+    """`[RECIPE.yaml] [key=value ...]` → config. `--help` prints the config tree with defaults."""
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: [RECIPE.yaml] [section.key=value ...]\n\nconfig keys and defaults:\n")
+        print(config_to_yaml(schema()))
+        raise SystemExit(0)
+    recipe = default_recipe
+    rest = list(argv)
+    if rest and rest[0].startswith("--config"):
+        first = rest.pop(0)
+        recipe = first.split("=", 1)[1] if "=" in first else rest.pop(0)
+    elif rest and "=" not in rest[0]:
+        recipe = rest.pop(0)
+    return load_config(recipe, rest, schema=schema)

@@ -1,0 +1,227 @@
+"""The one training loop, shared by pretraining and fine-tuning.
+
+It owns gradient accumulation (loss normalised by the number of target tokens in the whole optimizer step,
+across micro-batches and processes), mixed precision and distribution (through accelerate), clipping, the
+schedule, periodic validation, logging, checkpointing and exact resume. What differs between pretraining and
+fine-tuning (data, label masking, adapters) is decided by the builders that call it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..config import EvalConfig, TrainConfig
+from .checkpoint import LoopState, save_checkpoint
+from .collate import IGNORE_INDEX, count_targets
+from .metrics import mfu
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch: the order depends only on (seed, epoch), which makes resume exact."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.size))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def build_train_loader(dataset, batch_size: int, collate: Callable, seed: int) -> DataLoader:
+    # drop_last keeps every process's micro-batches full and equal in number.
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed), collate_fn=collate, drop_last=True)
+
+
+def build_eval_loader(dataset, batch_size: int, collate: Callable) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+class BatchStream:
+    """Endless micro-batches over epochs; `state.epoch`/`state.batches_in_epoch` say where it is."""
+
+    def __init__(self, accelerator, loader, state: LoopState):
+        self.accelerator, self.loader, self.state = accelerator, loader, state
+        if len(loader) == 0:
+            raise ValueError("the training set has fewer blocks than one micro-batch per process; lower micro_batch_size")
+        self._it: Optional[Iterator] = None
+
+    def _start_epoch(self) -> None:
+        self.loader.set_epoch(self.state.epoch) if hasattr(self.loader, "set_epoch") else None
+        sampler = getattr(self.loader, "sampler", None)
+        for s in (sampler, getattr(getattr(self.loader, "batch_sampler", None), "sampler", None)):
+            if isinstance(s, EpochSampler):
+                s.set_epoch(self.state.epoch)
+        loader = self.loader
+        if self.state.batches_in_epoch:
+            loader = self.accelerator.skip_first_batches(self.loader, self.state.batches_in_epoch)
+        self._it = iter(loader)
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._it is None:
+            self._start_epoch()
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.state.epoch += 1
+            self.state.batches_in_epoch = 0
+            self._start_epoch()
+            batch = next(self._it)
+        self.state.batches_in_epoch += 1
+        return batch
+
+
+def forward_loss(model, batch: dict[str, torch.Tensor], normaliser: float) -> torch.Tensor:
+    """Summed token cross-entropy of `batch` divided by `normaliser` (the model shifts labels itself)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    out = model(**inputs, labels=batch["labels"], use_cache=False, num_items_in_batch=torch.tensor(normaliser))
+    return out.loss
+
+
+def train_step(accelerator, model, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
+    """Forward and backward over one optimizer step's micro-batches; returns (mean loss per target, targets).
+
+    The loss of every micro-batch is its summed cross-entropy over the targets of the whole step on all
+    processes, so k micro-batches of b give the gradient of one batch of k·b, whatever their target counts.
+    accelerate (and DeepSpeed) divide by the accumulation steps and DDP averages over processes; the factor
+    `world * k` in the normaliser undoes both.
+    """
+    world, k = accelerator.num_processes, len(micro_batches)
+    local = torch.tensor(float(sum(count_targets(b["labels"]) for b in micro_batches)), device=accelerator.device)
+    total = accelerator.reduce(local, reduction="sum").item() if world > 1 else local.item()
+    if total == 0:
+        raise ValueError("an optimizer step has no target tokens (all labels are -100); check the label masking")
+    normaliser = total / (world * k)
+    summed = torch.zeros((), device=accelerator.device)
+    for batch in micro_batches:
+        batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss = forward_loss(model, batch, normaliser)
+            accelerator.backward(loss)
+        summed += loss.detach().float() * normaliser
+    summed = accelerator.reduce(summed, reduction="sum") if world > 1 else summed
+    return summed.item() / total, int(total)
+
+
+@torch.no_grad()
+def evaluate_loss(accelerator, model, loader, max_batches: Optional[int] = None) -> tuple[float, int]:
+    """Mean cross-entropy per target token over `loader`, summed over all processes.
+
+    `use_cache=False` matters: with a cache transformers skips building the block-causal mask from the
+    restarting position ids, and packed documents would attend to each other.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    count = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+        with accelerator.autocast():
+            logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"), use_cache=False).logits
+        labels = batch["labels"][:, 1:]
+        loss_sum += torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum",
+        ).double()
+        count += (labels != IGNORE_INDEX).sum()
+    if accelerator.num_processes > 1:
+        loss_sum, count = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(count, "sum")
+    model.train(was_training)
+    return (loss_sum / count).item() if count > 0 else math.nan, int(count.item())
+
+
+@dataclass
+class LoopSetup:
+    """What the builders hand the loop."""
+
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    train_loader: Any
+    eval_loader: Any
+    total_steps: int
+    tokens_per_step: int  # global tokens (all positions) per optimizer step
+    flops_per_token: float
+    peak_flops: Optional[float]
+    checkpoint_dir: Path
+
+
+def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation: EvalConfig,
+             on_log: Optional[Callable[[dict[str, float]], None]] = None) -> LoopState:
+    """Train from `state.step` to `setup.total_steps`, evaluating, logging and checkpointing on the way."""
+    from tqdm.auto import tqdm
+
+    acc, model = setup.accelerator, setup.model
+    model.train()
+    stream = BatchStream(acc, setup.train_loader, state)
+    bar = tqdm(total=setup.total_steps, initial=state.step, desc="train", disable=not acc.is_local_main_process,
+               dynamic_ncols=True)
+    window_tokens, window_start = 0, time.perf_counter()
+    run_start = time.perf_counter() - state.elapsed_seconds
+    grad_norm: Optional[float] = None
+    end = setup.total_steps if train.stop_after_steps is None else min(setup.total_steps, train.stop_after_steps)
+    while state.step < end:
+        micro = [next(stream) for _ in range(train.grad_accum_steps)]
+        loss, _targets = train_step(acc, model, micro)
+        if train.max_grad_norm is not None and acc.sync_gradients:
+            norm = acc.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else None
+        setup.optimizer.step()
+        setup.scheduler.step()
+        setup.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens_seen += setup.tokens_per_step
+        state.train_loss = loss
+        window_tokens += setup.tokens_per_step
+        bar.update(1)
+        last = state.step == end
+        if state.step % train.log_every == 0 or last:
+            now = time.perf_counter()
+            tps = window_tokens / max(now - window_start, 1e-9)
+            util = mfu(tps, setup.flops_per_token, setup.peak_flops, acc.num_processes)
+            point = {"loss": loss, "lr": setup.scheduler.get_last_lr()[0], "tokens_per_second": tps,
+                     "tokens_seen": state.tokens_seen}
+            if util is not None:
+                point["mfu"] = util
+            if grad_norm is not None:
+                point["grad_norm"] = grad_norm
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{util:.1%}" if util is not None else "n/a")
+            _record(acc, state, point, on_log)
+            window_tokens, window_start = 0, time.perf_counter()
+        if setup.eval_loader is not None and (state.step % evaluation.every == 0 or last):
+            val, _ = evaluate_loss(acc, model, setup.eval_loader, evaluation.max_batches)
+            state.val_loss = val
+            _record(acc, state, {"val_loss": val, "val_perplexity": math.exp(min(val, 50))}, on_log)
+            bar.write(f"step {state.step}: validation loss {val:.4f} (perplexity {math.exp(min(val, 50)):.2f})") if acc.is_main_process else None
+            window_start = time.perf_counter()  # validation time is not training throughput
+        state.elapsed_seconds = time.perf_counter() - run_start
+        if (train.save_every and state.step % train.save_every == 0) or last:
+            save_checkpoint(acc, setup.checkpoint_dir, state, train.keep_last)
+            window_start = time.perf_counter()
+    bar.close()
+    return state
+
+
+def _record(acc, state: LoopState, point: dict[str, float], on_log) -> None:
+    acc.log(point, step=state.step)
+    state.history.append({"step": state.step, **point})
+    if on_log is not None:
+        on_log(point)

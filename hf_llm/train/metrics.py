@@ -1,0 +1,78 @@
+"""Throughput and model FLOPs utilisation (MFU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure_matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
+    """Best-of-`repeats` FLOP/s of an n×n×n matmul: the practical peak MFU is measured against on a CPU."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.matmul(a, b)  # warm up kernels and caches
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+def cpu_peak_flops(dtype: torch.dtype, cache_dir: Optional[Path] = None) -> float:
+    """Measured once per CPU model, thread count and dtype, then cached (~1 s the first time)."""
+    cache = (cache_dir or Path(os.environ.get("HF_LLM_CACHE", Path.home() / ".cache" / "hf_llm"))) / "peak_flops.json"
+    key = f"{cpu_name()}|threads={torch.get_num_threads()}|{dtype}|torch={torch.__version__}"
+    try:
+        table = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if key not in table:
+        table[key] = measure_matmul_flops(dtype)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(table, indent=1))
+        except OSError:
+            pass  # a read-only home must not stop training
+    return float(table[key])
+
+
+def device_peak_flops(device: torch.device, precision: str, override: Optional[float] = None) -> Optional[float]:
+    """Peak FLOP/s of one device: the configured value, a GPU datasheet entry, or a measured CPU matmul."""
+    from ..estimate import lookup_gpu_peak
+
+    if override:
+        return override
+    if device.type == "cuda":
+        return lookup_gpu_peak(torch.cuda.get_device_name(device), precision)
+    if device.type == "cpu":
+        return cpu_peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
+    return None
+
+
+def model_flops_per_token(config, seq_len: int) -> float:
+    from ..estimate import flops_per_token, shape_from_config
+
+    return flops_per_token(shape_from_config(config), seq_len, training=True)
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: Optional[float], num_devices: int) -> Optional[float]:
+    if not peak_flops:
+        return None
+    return tokens_per_second * flops_per_token / (peak_flops * num_devices)

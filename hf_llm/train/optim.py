@@ -1,0 +1,59 @@
+"""AdamW with parameter groups, and learning-rate schedules (cosine, WSD, linear, constant)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..config import TrainConfig
+
+
+def no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Norm gains, biases and embeddings: one-dimensional or embedding tables, where decay only hurts."""
+    lowered = name.lower()
+    return param.ndim < 2 or "norm" in lowered or "embed" in lowered or "wte" in lowered or "wpe" in lowered
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    decay, skip = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (skip if not cfg.decay_norms_biases_embeddings and no_decay(name, param) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if skip:
+        groups.append({"params": skip, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # fused/foreach kernels change summation order between devices; the default is fine and exact on CPU.
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def lr_multiplier(step: int, total: int, cfg: TrainConfig) -> float:
+    """Factor applied to the peak LR at optimizer step `step` (0-based) of `total`."""
+    warmup = min(cfg.warmup_steps, max(total - 1, 0))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "wsd":
+        # Warmup-stable-decay (Hägele et al. 2024): flat, then a linear cool-down over the last steps.
+        decay_steps = max(1, int(round(cfg.decay_fraction * total)))
+        start = total - decay_steps
+        if step < start:
+            return 1.0
+        return 1.0 - (1.0 - floor) * min(1.0, (step - start + 1) / decay_steps)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
+    if cfg.schedule == "linear":
+        return 1.0 - (1.0 - floor) * progress
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: TrainConfig):
+    fn: Callable[[int], float] = lambda step: lr_multiplier(step, total_steps, cfg)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)

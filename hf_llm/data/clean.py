@@ -1,0 +1,523 @@
+"""Text cleaning: normalisation, PII scrubbing and heuristic quality filters (Gopher, C4, FineWeb).
+
+Everything here is a pure, module-level function so `datasets.map(clean_batch, batched=True, num_proc=N)` can
+pickle it. Nothing is dropped: `clean_batch` marks each row with a `reason` (None = kept) and the caller splits
+kept from rejected, so every document is accounted for.
+
+The thresholds are the published heuristics for *web crawl* text (Common Crawl): Gopher (Rae et al. 2021, Table A1),
+C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024), with the semantics of datatrove's implementations except
+where noted. They are tuned for web pages, not for curated text: C4 line rules and FineWeb would gut verse,
+dictionary entries and glossaries (the default corpus), so they are off by default while the milder Gopher rules
+are on. Differences from datatrove: words are whitespace tokens, as in Dolma's Gopher implementation (no nltk);
+blank lines are ignored by line-based ratios (our documents separate paragraphs with blank lines); the most
+frequent n-gram counts only if it occurs at least twice; C4 rejects a page with "lorem ipsum" or "{" anywhere, as
+the paper says, and counts sentences with a regex.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Optional
+
+from datasets import Features, Value
+
+_DEFAULT_BOILERPLATE = (  # matched case-insensitively at the start of each stripped line
+    r"all rights reserved\.?$",
+    r"(?:click|tap) here to\b",
+    r"(?:subscribe|sign up) (?:to|for) (?:our|the) newsletter\b",
+    r"(?:share|follow us) on (?:facebook|twitter|instagram|linkedin)\b",
+    r"\*{3} ?(?:start|end) of (?:the|this) project gutenberg\b",
+)
+_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+_BULLETS = ("•", "●", "○", "◦", "▪", "‣", "-", "*")
+_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+
+@dataclass
+class NormalizeConfig:
+    enabled: bool = True  # normalised text tokenises consistently; off only for byte-exact corpora
+    unicode_nfc: bool = True  # one code-point sequence per glyph, so "é" is one token sequence, not two
+    strip_control_chars: bool = True  # NUL, BOM, zero-width spaces are invisible noise; \r\n becomes \n
+    collapse_whitespace: bool = True  # runs of spaces and blank lines carry no meaning; indentation is kept
+    # regexes, re.match'ed case-insensitively against each stripped line; a line that matches is deleted
+    boilerplate_patterns: list[str] = field(default_factory=lambda: list(_DEFAULT_BOILERPLATE))
+
+
+@dataclass
+class PIIConfig:
+    enabled: bool = True  # a model must not memorise contact details found in the corpus
+    email: bool = True  # e-mail addresses are the most common PII in text
+    ip: bool = True  # IPv4 (valid octets) and IPv6 addresses identify machines and people
+    phone: bool = True  # international (+CC ...) and US formats; bare digit runs are left alone
+    email_placeholder: str = "<EMAIL>"  # a fixed token keeps the sentence grammatical
+    ip_placeholder: str = "<IP>"  # idem
+    phone_placeholder: str = "<PHONE>"  # idem
+
+
+@dataclass
+class GopherQualityConfig:
+    """Gopher document rules (Rae et al. 2021, Table A1); None disables one rule."""
+
+    enabled: bool = True  # mild enough for books, scripture and glossaries
+    min_words: Optional[int] = 50  # shorter pages are mostly titles, menus and stubs
+    max_words: Optional[int] = 100_000  # longer ones are mostly dumps and logs
+    min_mean_word_length: Optional[float] = 3.0  # below: tables of numbers, stutter, gibberish
+    max_mean_word_length: Optional[float] = 10.0  # above: URLs, hashes, base64
+    max_hash_ratio: Optional[float] = 0.1  # '#' per word: hashtag spam, markup
+    max_ellipsis_ratio: Optional[float] = 0.1  # '...' per word: truncated snippets
+    max_bullet_lines: Optional[float] = 0.9  # fraction of lines starting with a bullet: link lists, menus
+    max_ellipsis_lines: Optional[float] = 0.3  # fraction of lines ending in an ellipsis: teaser lists
+    min_alpha_words: Optional[float] = 0.8  # fraction of words with a letter: else numbers and symbols
+    min_stop_words: Optional[int] = 2  # real English prose always uses some function words
+    stop_words: list[str] = field(default_factory=lambda: list(_STOP_WORDS))  # Gopher's eight, case-insensitive
+    bullets: list[str] = field(default_factory=lambda: list(_BULLETS))  # line prefixes counted as bullets
+
+
+@dataclass
+class GopherRepetitionConfig:
+    """Gopher repetition rules (Rae et al. 2021, Table A1): maximum fractions; None disables one rule."""
+
+    enabled: bool = True  # repeated lines and phrases are the clearest sign of templated pages
+    max_dup_line_frac: Optional[float] = 0.30  # duplicated lines / lines
+    max_dup_para_frac: Optional[float] = 0.30  # duplicated paragraphs / paragraphs
+    max_dup_line_char_frac: Optional[float] = 0.20  # chars in duplicated lines / chars
+    max_dup_para_char_frac: Optional[float] = 0.20  # chars in duplicated paragraphs / chars
+    max_top_2gram_char_frac: Optional[float] = 0.20  # chars in the most frequent 2-gram / chars
+    max_top_3gram_char_frac: Optional[float] = 0.18  # idem, 3-gram
+    max_top_4gram_char_frac: Optional[float] = 0.16  # idem, 4-gram
+    max_dup_5gram_char_frac: Optional[float] = 0.15  # chars in repeated 5-grams / chars
+    max_dup_6gram_char_frac: Optional[float] = 0.14  # idem, 6-grams
+    max_dup_7gram_char_frac: Optional[float] = 0.13  # idem, 7-grams
+    max_dup_8gram_char_frac: Optional[float] = 0.12  # idem, 8-grams
+    max_dup_9gram_char_frac: Optional[float] = 0.11  # idem, 9-grams
+    max_dup_10gram_char_frac: Optional[float] = 0.10  # idem, 10-grams
+
+
+@dataclass
+class C4Config:
+    """C4 line and page rules (Raffel et al. 2020); modifies the text by deleting lines."""
+
+    enabled: bool = False  # deletes every line without terminal punctuation: guts verse, headwords, glossaries
+    require_terminal_punct: bool = True  # keep only lines ending in . ! ? " ' (not "...")
+    min_words_per_line: int = 3  # shorter lines are buttons, menus and captions
+    max_word_length: int = 1000  # a "word" this long is minified code or a data blob; the line goes
+    min_sentences: int = 5  # pages with fewer sentences left are too thin to keep
+    remove_citations: bool = True  # Wikipedia-style [1], [edit], [citation needed]
+    drop_javascript_lines: bool = True  # "please enable JavaScript" notices
+    drop_policy_lines: bool = True  # cookie and terms-of-use banners
+    reject_lorem_ipsum: bool = True  # placeholder pages
+    reject_curly_bracket: bool = True  # a '{' on a web page almost always means code or templates
+    policy_phrases: list[str] = field(default_factory=lambda: list(_POLICY))  # C4's policy substrings
+
+
+@dataclass
+class FineWebConfig:
+    """FineWeb's extra rules (Penedo et al. 2024, datatrove FineWebQualityFilter)."""
+
+    enabled: bool = False  # tuned on web pages; rejects dictionaries and any doc with one repeated line
+    line_punct_min: float = 0.12  # rejected at or below: fraction of lines ending in . ' " ! ?
+    short_line_max: float = 0.67  # rejected at or above: fraction of lines of <= short_line_chars
+    short_line_chars: int = 30  # what "short" means
+    dup_line_char_max: float = 0.01  # rejected at or above: chars in duplicated lines / chars
+    newline_word_max: float = 0.3  # rejected above: line breaks per word, i.e. lists of fragments
+
+
+@dataclass
+class CleanConfig:
+    """Cleaning stage: normalise, scrub PII, then filters in the order of the fields below."""
+
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)  # runs first: filters see clean text
+    pii: PIIConfig = field(default_factory=PIIConfig)  # before filters, so rejected rows are scrubbed too
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)  # FineWeb's order
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)  # idem
+    c4: C4Config = field(default_factory=C4Config)  # idem
+    fineweb: FineWebConfig = field(default_factory=FineWebConfig)  # idem
+
+
+# ---------------------------------------------------------------- patterns (compiled once, immutable)
+# Speed: the regex engine skips fast only when a pattern starts with a plain character or set, so the costly
+# patterns below run only after a cheap `in` test or "hint" pattern says they can match.
+
+_ODD_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b\u2028\u2029\u2060\ufeff]")  # keeps \t \n, ZWJ
+_TO_NEWLINE = str.maketrans({"\r": "\n", "\v": "\n", "\f": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"})
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]")
+_ODD_SPACE = re.compile(r"[^\S\n ]")  # tab, NBSP and other Unicode spaces
+_INNER_SPACE = re.compile(r"(?<=\S)(?:[^\S\n]{2,}|[^\S\n ])")  # only after a non-space: indentation survives
+_TRAILING_SPACE = re.compile(r"[^\S\n]+$", re.M)
+_BLANK_LINES = re.compile(r"\n{3,}")
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_PARAGRAPH_SPLIT = re.compile(r"\n[^\S\n]*\n\s*")
+_LETTER = re.compile(r"[^\W\d_]")
+_CITATION = re.compile(r"\s*(?:\[\d*\]|\[edit\]|\[citation needed\])", re.I)
+_SENTENCE_END = re.compile(r"[.!?]+['\")\]]*(?=\s|$)")
+
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
+_IPV4_HINT = re.compile(r"\d\.\d{1,3}\.\d")
+_H = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = re.compile(
+    r"(?<![\w:])(?:"
+    + "|".join(
+        (
+            rf"(?:{_H}:){{7}}{_H}",  # full form
+            *(rf"(?:{_H}:){{1,{k}}}(?::{_H}){{1,{7 - k}}}" for k in range(6, 0, -1)),  # a::b compressions
+            rf":(?::{_H}){{1,7}}",  # ::1
+            rf"(?:{_H}:){{1,7}}:",  # fe80::
+        )
+    )
+    + r")(?![\w:])"
+)
+_PHONE = re.compile(
+    r"(?<![\w+.\-/])(?:"
+    r"\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}"  # +44 20 7946 0958, +49 (0)30 1234
+    r"|\+\d{7,15}"  # +442079460958
+    r"|(?:1[ .\-])?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}"  # (202) 555-0143, 1-800-555-0199
+    r")(?![\w\-]|[./]\d)"
+)
+_PHONE_HINT_PLUS = re.compile(r"\+\d")
+_PHONE_HINT_US = re.compile(r"\d{3}[ .\-]\d{4}")
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_boilerplate(patterns: tuple[str, ...]) -> re.Pattern:
+    """One case-insensitive alternation, compiled once per distinct pattern list (a tuple, as configs don't hash).
+
+    A leading global flag such as "(?i)" becomes a scoped group, which an alternation allows.
+    """
+    scoped = []
+    for p in patterns:
+        m = _GLOBAL_FLAGS.match(p)
+        scoped.append(f"(?{m.group(1)}:{p[m.end():]})" if m else f"(?:{p})")
+    return re.compile("|".join(scoped), re.I)
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_stop_words(words: tuple[str, ...]) -> re.Pattern:
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", re.I)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokens(text: str) -> tuple[str, ...]:
+    """Whitespace tokens, shared by the filters of one document (the str hash is cached, so lookups are cheap)."""
+    return tuple(text.split())
+
+
+# ---------------------------------------------------------------- normalisation and PII
+
+
+def normalize_text(text: str, cfg: NormalizeConfig) -> str:
+    """NFC, control characters out, whitespace collapsed (indentation kept), boilerplate lines deleted."""
+    if not cfg.enabled:
+        return text
+    if cfg.unicode_nfc and not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    if cfg.strip_control_chars and _ODD_CHARS.search(text):
+        text = _CONTROL.sub("", text.replace("\r\n", "\n").translate(_TO_NEWLINE))
+    if cfg.collapse_whitespace:
+        odd = _ODD_SPACE.search(text) is not None
+        if odd or "  " in text:
+            text = _INNER_SPACE.sub(" ", text)
+        if odd or " \n" in text:
+            text = _TRAILING_SPACE.sub("", text)
+    if cfg.boilerplate_patterns:
+        rx = _compile_boilerplate(tuple(cfg.boilerplate_patterns))
+        lines = text.split("\n")
+        kept = [line for line in lines if not rx.match(line.strip())]
+        if len(kept) < len(lines):
+            text = "\n".join(kept)
+    if cfg.collapse_whitespace:
+        if "\n\n\n" in text:
+            text = _BLANK_LINES.sub("\n\n", text)
+        text = text.strip("\n").rstrip()
+    return text
+
+
+def _replace(pattern: re.Pattern, text: str, placeholder: str, valid=None) -> tuple[str, int]:
+    """Substitute matches that pass `valid`; a function replacement keeps placeholders literal (no \\1)."""
+    n = 0
+
+    def repl(m: re.Match) -> str:
+        nonlocal n
+        if valid is not None and not valid(m.group()):
+            return m.group()
+        n += 1
+        return placeholder
+
+    return pattern.sub(repl, text), n
+
+
+def _phone_ok(s: str) -> bool:
+    return 7 <= sum(c.isdigit() for c in s) <= 15  # E.164 numbers have at most 15 digits
+
+
+def _ipv6_ok(s: str) -> bool:
+    return any(c.isdigit() for c in s)  # real addresses have digits; C++ "Face::Bed" does not
+
+
+def scrub_pii(text: str, cfg: PIIConfig) -> tuple[str, dict[str, int]]:
+    """Replace e-mails, IP addresses and phone numbers with placeholders; return the text and counts per kind."""
+    counts = {"email": 0, "ip": 0, "phone": 0}
+    if not cfg.enabled:
+        return text, counts
+    if cfg.email and "@" in text:  # e-mail first: its domain may look like an IP or a number
+        text, counts["email"] = _replace(_EMAIL, text, cfg.email_placeholder)
+    if not any(d in text for d in "0123456789"):  # the rest all need digits; most prose has none
+        return text, counts
+    if cfg.ip:
+        n6 = n4 = 0
+        if "::" in text or text.count(":") >= 7:
+            text, n6 = _replace(_IPV6, text, cfg.ip_placeholder, _ipv6_ok)
+        if _IPV4_HINT.search(text):
+            text, n4 = _replace(_IPV4, text, cfg.ip_placeholder)
+        counts["ip"] = n4 + n6
+    if cfg.phone and (("+" in text and _PHONE_HINT_PLUS.search(text)) or _PHONE_HINT_US.search(text)):
+        text, counts["phone"] = _replace(_PHONE, text, cfg.phone_placeholder, _phone_ok)
+    return text, counts
+
+
+# ---------------------------------------------------------------- filters
+
+
+def _lines(text: str) -> list[str]:
+    """Stripped non-blank lines: blank lines only separate paragraphs here, they are not content."""
+    return [s for s in (line.strip() for line in text.split("\n")) if s]
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """Number and total length of items already seen earlier in the list (first occurrences don't count)."""
+    seen: set[str] = set()
+    n = chars = 0
+    for item in items:
+        if item in seen:
+            n += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return n, chars
+
+
+def gopher_quality(text: str, cfg: GopherQualityConfig) -> str | None:
+    """First failed Gopher quality rule as "gopher_quality:<rule>", or None if the document passes."""
+    if not cfg.enabled:
+        return None
+    words = _tokens(text)
+    n = len(words)
+    if n == 0 or (cfg.min_words is not None and n < cfg.min_words) or (cfg.max_words is not None and n > cfg.max_words):
+        return "gopher_quality:word_count"
+    mean = sum(map(len, words)) / n
+    if (cfg.min_mean_word_length is not None and mean < cfg.min_mean_word_length) or (
+        cfg.max_mean_word_length is not None and mean > cfg.max_mean_word_length
+    ):
+        return "gopher_quality:mean_word_length"
+    if cfg.max_hash_ratio is not None and text.count("#") / n > cfg.max_hash_ratio:
+        return "gopher_quality:hash_ratio"
+    if cfg.max_ellipsis_ratio is not None and (text.count("...") + text.count("…")) / n > cfg.max_ellipsis_ratio:
+        return "gopher_quality:ellipsis_ratio"
+    lines = _lines(text)
+    if cfg.max_bullet_lines is not None and cfg.bullets:
+        bullets = tuple(cfg.bullets)
+        if sum(line.startswith(bullets) for line in lines) / len(lines) > cfg.max_bullet_lines:
+            return "gopher_quality:bullet_lines"
+    if cfg.max_ellipsis_lines is not None:
+        if sum(line.endswith(("...", "…")) for line in lines) / len(lines) > cfg.max_ellipsis_lines:
+            return "gopher_quality:ellipsis_lines"
+    if cfg.min_alpha_words is not None:
+        alpha = sum(map(str.isalpha, words))  # exact for pure words; look closer only if that is not enough
+        if alpha < cfg.min_alpha_words * n:
+            alpha += sum(1 for w in words if not w.isalpha() and _LETTER.search(w))
+            if alpha < cfg.min_alpha_words * n:
+                return "gopher_quality:alpha_words"
+    if cfg.min_stop_words:
+        found = 0
+        for _ in _compile_stop_words(tuple(cfg.stop_words)).finditer(text):  # stop early: prose hits in a few words
+            found += 1
+            if found >= cfg.min_stop_words:
+                break
+        else:
+            return "gopher_quality:stop_words"
+    return None
+
+
+def _top_ngram_chars(grams: list[tuple[str, ...]]) -> tuple[int, int]:
+    """(count, chars of all its occurrences) of the most frequent n-gram."""
+    gram, count = Counter(grams).most_common(1)[0]
+    return count, count * (sum(map(len, gram)) + len(gram) - 1)
+
+
+def _repeated_ngram_chars(words: tuple[str, ...], n: int, starts: list[int], cum: list[int]) -> int:
+    """Chars in n-grams seen earlier, by datatrove's walk: a repeat counts once and jumps past itself.
+
+    Only `starts` (positions whose 5-gram repeats) are visited: an n-gram anywhere else occurs once, so it can be
+    neither a repeat nor the first copy of one, and skipping it gives the same answer as the full walk.
+    """
+    seen: set[tuple[str, ...]] = set()
+    chars = resume = 0
+    for i in starts:
+        if i < resume or i + n > len(words):
+            continue
+        gram = words[i : i + n]
+        if gram in seen:
+            chars += cum[i + n] - cum[i] + n - 1
+            resume = i + n
+        else:
+            seen.add(gram)
+    return chars
+
+
+def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> str | None:
+    """First failed Gopher repetition rule as "gopher_repetition:<rule>", or None if the document passes."""
+    total = len(text)
+    if not cfg.enabled or total == 0:
+        return None
+    if "\n" in text.strip():  # a one-line document has no duplicate lines or paragraphs
+        paragraphs = [p for p in _PARAGRAPH_SPLIT.split(text.strip()) if p]
+        n_dup, dup_chars = _duplicates(paragraphs)
+        if cfg.max_dup_para_frac is not None and n_dup / len(paragraphs) > cfg.max_dup_para_frac:
+            return "gopher_repetition:dup_para_frac"
+        if cfg.max_dup_para_char_frac is not None and dup_chars / total > cfg.max_dup_para_char_frac:
+            return "gopher_repetition:dup_para_char_frac"
+        lines = _lines(text)
+        n_dup, dup_chars = _duplicates(lines)
+        if cfg.max_dup_line_frac is not None and n_dup / len(lines) > cfg.max_dup_line_frac:
+            return "gopher_repetition:dup_line_frac"
+        if cfg.max_dup_line_char_frac is not None and dup_chars / total > cfg.max_dup_line_char_frac:
+            return "gopher_repetition:dup_line_char_frac"
+
+    words = _tokens(text)
+    top = ((2, cfg.max_top_2gram_char_frac), (3, cfg.max_top_3gram_char_frac), (4, cfg.max_top_4gram_char_frac))
+    repeats = True  # becomes False once some n-gram size has no repeat: then no longer one repeats either
+    for n, limit in top:
+        if len(words) < n or not repeats:
+            break
+        if limit is None and n < 4:
+            continue
+        count, chars = _top_ngram_chars(list(zip(*(words[i:] for i in range(n)))))
+        repeats = count > 1
+        if limit is not None and repeats and chars / total > limit:
+            return f"gopher_repetition:top_{n}gram_char_frac"
+    if not repeats:
+        return None
+    dups = (
+        (5, cfg.max_dup_5gram_char_frac), (6, cfg.max_dup_6gram_char_frac), (7, cfg.max_dup_7gram_char_frac),
+        (8, cfg.max_dup_8gram_char_frac), (9, cfg.max_dup_9gram_char_frac), (10, cfg.max_dup_10gram_char_frac),
+    )  # fmt: skip
+    limits = [limit for n, limit in dups if limit is not None and len(words) >= n]
+    if not limits:
+        return None
+    grams = list(zip(*(words[i:] for i in range(5))))
+    counts = Counter(grams)
+    if len(counts) == len(grams):
+        return None  # no repeated 5-gram, so no longer n-gram repeats either
+    starts = [i for i, gram in enumerate(grams) if counts[gram] > 1]
+    cum = [0, *accumulate(map(len, words))]
+    # every repeated n-gram (n >= 5) lies inside repeated 5-grams: their chars bound all six rules at once
+    if sum(cum[i + 5] - cum[i] + 4 for i in starts) <= min(limits) * total:
+        return None
+    for n, limit in dups:
+        if limit is None or len(words) < n:
+            continue
+        chars = _repeated_ngram_chars(words, n, starts, cum)
+        if chars == 0:
+            break  # no repeated n-gram, so no longer one either
+        if chars / total > limit:
+            return f"gopher_repetition:dup_{n}gram_char_frac"
+    return None
+
+
+def c4_filter(text: str, cfg: C4Config) -> tuple[str | None, str]:
+    """C4 rules: (None, text with bad lines deleted), or ("c4:<rule>", unchanged text) if the page goes."""
+    if not cfg.enabled:
+        return None, text
+    if cfg.reject_lorem_ipsum and "lorem ipsum" in text.lower():
+        return "c4:lorem_ipsum", text
+    if cfg.reject_curly_bracket and "{" in text:
+        return "c4:curly_bracket", text
+    policy = tuple(cfg.policy_phrases)
+    kept: list[str] = []
+    sentences = 0
+    for line in _lines(text):
+        words = line.split()
+        if cfg.max_word_length > 0 and any(len(w) > cfg.max_word_length for w in words):
+            continue
+        if cfg.remove_citations and "[" in line:
+            line = _CITATION.sub("", line).strip()
+        if cfg.require_terminal_punct and (not line.endswith((".", "!", "?", '"', "'")) or line.endswith("...")):
+            continue
+        if len(words) < cfg.min_words_per_line:
+            continue
+        low = line.lower()
+        if cfg.drop_javascript_lines and "javascript" in low:
+            continue
+        if cfg.drop_policy_lines and any(p in low for p in policy):
+            continue
+        sentences += max(1, len(_SENTENCE_END.findall(line)))
+        kept.append(line)
+    if not kept or sentences < cfg.min_sentences:
+        return "c4:too_few_sentences", text
+    return None, "\n".join(kept)
+
+
+def fineweb_filter(text: str, cfg: FineWebConfig) -> str | None:
+    """First failed FineWeb rule as "fineweb:<rule>", or None. Blank lines are ignored by the ratios."""
+    if not cfg.enabled:
+        return None
+    lines = _lines(text)
+    if not lines or sum(line.endswith((".", "'", '"', "!", "?")) for line in lines) / len(lines) <= cfg.line_punct_min:
+        return "fineweb:line_punct_ratio"
+    if sum(len(line) <= cfg.short_line_chars for line in lines) / len(lines) >= cfg.short_line_max:
+        return "fineweb:short_line_ratio"
+    if _duplicates(lines)[1] / max(1, len(text) - text.count("\n")) >= cfg.dup_line_char_max:
+        return "fineweb:dup_line_char_ratio"
+    if (len(lines) - 1) / max(1, len(_tokens(text))) > cfg.newline_word_max:
+        return "fineweb:newline_word_ratio"
+    return None
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def clean_document(text: str | None, cfg: CleanConfig) -> tuple[str | None, str, dict[str, int]]:
+    """Normalise, scrub, then filter one document: (reason or None, text, PII counts)."""
+    counts = {"email": 0, "ip": 0, "phone": 0}
+    text = normalize_text(text or "", cfg.normalize)
+    if not text.strip():
+        return "empty", text, counts
+    text, counts = scrub_pii(text, cfg.pii)
+    reason = gopher_repetition(text, cfg.gopher_repetition) or gopher_quality(text, cfg.gopher_quality)
+    if reason is None:
+        reason, text = c4_filter(text, cfg.c4)  # the one filter that rewrites text (deletes lines)
+    if reason is None:
+        reason = fineweb_filter(text, cfg.fineweb)
+    return reason, text, counts
+
+
+def clean_batch(batch: dict[str, list], cfg: CleanConfig, text_field: str = "text") -> dict[str, list]:
+    """`datasets.map(batched=True)` entry: new text, `reason` (None = kept) and `pii_*` counts; rows never dropped.
+
+    Other columns pass through untouched. Pass `features=clean_features(ds.features)` to `map` (a first batch
+    whose reasons are all None would otherwise fix the column's type to null), then split kept from rejected
+    with `ds.filter(lambda r: r["reason"] is None)`.
+    """
+    out = dict(batch)
+    texts, reasons, emails, ips, phones = [], [], [], [], []
+    for text in batch[text_field]:
+        reason, new, counts = clean_document(text, cfg)
+        texts.append(new)
+        reasons.append(reason)
+        emails.append(counts["email"])
+        ips.append(counts["ip"])
+        phones.append(counts["phone"])
+    out.update({text_field: texts, "reason": reasons, "pii_email": emails, "pii_ip": ips, "pii_phone": phones})
+    return out
+
+
+def clean_features(features: Features) -> Features:
+    """The schema `clean_batch` writes: the input columns plus `reason` (string, None = kept) and `pii_*` counts."""
+    counts = {f"pii_{kind}": Value("int32") for kind in ("email", "ip", "phone")}
+    return Features({**features, "reason": Value("string"), **counts})

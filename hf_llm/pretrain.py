@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,31 +12,9 @@ import torch
 
 from .config import ConfigError, RunConfig, config_to_yaml, save_config
 from .model import build_model, build_model_config, count_parameters, max_positions
-from .train.checkpoint import LoopState, export_model, load_checkpoint, resolve_resume
+from .train.checkpoint import LoopState, export_model
 from .train.collate import PackedCollator
-from .train.loop import LoopSetup, build_eval_loader, build_train_loader, run_loop
-from .train.metrics import device_peak_flops, model_flops_per_token
-from .train.optim import build_optimizer, build_scheduler
-
-
-def cpu_supports_bf16() -> bool:
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(requested: str) -> str:
-    """`auto` → bf16 where the hardware computes it natively, else fp32; an impossible request is an error."""
-    cuda = torch.cuda.is_available()
-    bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_supports_bf16()
-    where = torch.cuda.get_device_name() if cuda else "CPU"
-    if requested == "auto":
-        return "bf16" if bf16 else "fp32"
-    if requested == "bf16" and not bf16:
-        raise ConfigError(f"train.precision=bf16 but this {where} has no bf16 support; use train.precision=fp32 or auto")
-    if requested == "fp16" and not cuda:
-        raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (if supported) or fp32")
-    return requested
+from .train.run import make_accelerator, resolve_precision, fit
 
 
 def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
@@ -61,28 +38,6 @@ def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
     return precision, model_config
 
 
-def make_accelerator(cfg: RunConfig, precision: str, out: Path):
-    from accelerate import Accelerator
-    from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
-
-    import os
-
-    # DeepSpeed on CPU needs gloo named explicitly; a single process must get no backend at all.
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
-    return Accelerator(
-        mixed_precision={"fp32": "no"}.get(precision, precision),
-        # The loop decides when a window ends; an epoch boundary must not cut a window short.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=cfg.train.grad_accum_steps, sync_with_dataloader=False
-        ),
-        step_scheduler_with_optimizer=False,
-        log_with="tensorboard" if cfg.train.tensorboard else None,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        kwargs_handlers=handlers,
-    )
-
-
 def prepare_data(cfg: RunConfig, accelerator, out: Path):
     """The prepared folder: given, reused from an earlier run with the same data config, or built (main first)."""
     from .data.pipeline import build_prepared_data, load_prepared, reusable
@@ -96,22 +51,13 @@ def prepare_data(cfg: RunConfig, accelerator, out: Path):
     return load_prepared(target)
 
 
-def total_steps(cfg: RunConfig, tokens_per_step: int) -> int:
-    limits = []
-    if cfg.train.max_steps is not None:
-        limits.append(cfg.train.max_steps)
-    if cfg.train.max_tokens is not None:
-        limits.append(math.ceil(cfg.train.max_tokens / tokens_per_step))
-    return max(1, min(limits))
-
-
 def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     """The main job. Returns the summary it also prints and writes to OUTPUT_DIR/summary.json."""
     from accelerate.utils import set_seed
 
     precision, _ = check_run_config(cfg)
     out = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg, precision, out)
+    accelerator = make_accelerator(cfg.train, precision, out)
     started = time.perf_counter()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -128,40 +74,9 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     set_seed(cfg.train.seed)  # the same initial weights whatever data preparation consumed from the RNG
     model = build_model(model_config, cfg.model.attn_implementation)
     n_params = count_parameters(model_config)
-    if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = build_optimizer(model, cfg.train)
-    tokens_per_step = cfg.train.micro_batch_size * seq_len * cfg.train.grad_accum_steps * accelerator.num_processes
-    steps = total_steps(cfg, tokens_per_step)
-    scheduler = build_scheduler(optimizer, steps, cfg.train)
     collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id)
-    train_loader = build_train_loader(prep.train, cfg.train.micro_batch_size, collate, cfg.train.seed)
-    eval_loader = build_eval_loader(prep.validation, cfg.train.micro_batch_size, collate)
-    if cfg.train.compile:
-        model = torch.compile(model)
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loader, scheduler
-    )
-    state = LoopState()
-    ckpt_root = out / "checkpoints"
-    resume = resolve_resume(cfg.train.resume_from, ckpt_root)
-    if resume is not None:
-        state = load_checkpoint(accelerator, resume)
-        accelerator.print(f"resumed from {resume} at step {state.step}")
-    if cfg.train.tensorboard:
-        accelerator.init_trackers("tensorboard", config=_flat_hparams(cfg))
-    setup = LoopSetup(
-        accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-        train_loader=train_loader, eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
-        flops_per_token=model_flops_per_token(model_config, seq_len),
-        peak_flops=device_peak_flops(accelerator.device, precision, cfg.train.peak_flops),
-        checkpoint_dir=ckpt_root,
-    )
-    accelerator.print(
-        f"model: {model_config.model_type}, {n_params:,} parameters | data: {len(prep.train):,} blocks of {seq_len} "
-        f"tokens | {steps} steps of {tokens_per_step:,} tokens | {accelerator.num_processes} process(es), {precision}"
-    )
-    state = run_loop(setup, state, cfg.train, cfg.eval)
+    state, model = fit(cfg, accelerator, model, model_config, prep.train, prep.validation, collate, seq_len, precision,
+                       out, description=f"model: {model_config.model_type}, {n_params:,} parameters")
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
     card = _model_card(cfg, model_config, n_params, prep.card, summary)
     export_dir = export_model(accelerator, model, tokenizer, out / "model", card)
@@ -190,18 +105,6 @@ def generate_samples(model_dir: Path, prompts: list[str], max_new_tokens: int, t
                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         texts.append(tok.decode(out[0], skip_special_tokens=True))
     return texts
-
-
-def _flat_hparams(cfg: RunConfig) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for section, values in asdict(cfg).items():
-        if isinstance(values, dict):
-            for k, v in values.items():
-                if isinstance(v, (int, float, str, bool)):
-                    flat[f"{section}.{k}"] = v
-        elif isinstance(values, (int, float, str, bool)):
-            flat[section] = values
-    return flat
 
 
 def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float) -> dict[str, Any]:

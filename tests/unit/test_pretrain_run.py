@@ -106,7 +106,7 @@ def test_seq_len_above_max_positions(tmp_path, small_corpus):
 
 
 def test_bf16_without_hardware_support(tmp_path, small_corpus, monkeypatch):
-    import hf_llm.pretrain as pretrain
+    import hf_llm.train.run as pretrain
 
     monkeypatch.setattr(pretrain, "cpu_supports_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -1,0 +1,117 @@
+"""Wiring shared by pretraining and fine-tuning: precision, the Accelerator, and `fit` around the one loop."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import ConfigError, RunConfig, TrainConfig
+from .checkpoint import LoopState, load_checkpoint, resolve_resume
+from .loop import LoopSetup, build_eval_loader, build_train_loader, run_loop
+from .metrics import device_peak_flops, model_flops_per_token
+from .optim import build_optimizer, build_scheduler
+
+
+def cpu_supports_bf16() -> bool:
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(requested: str) -> str:
+    """`auto` → bf16 where the hardware computes it natively, else fp32; an impossible request is an error."""
+    cuda = torch.cuda.is_available()
+    bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_supports_bf16()
+    where = torch.cuda.get_device_name() if cuda else "CPU"
+    if requested == "auto":
+        return "bf16" if bf16 else "fp32"
+    if requested == "bf16" and not bf16:
+        raise ConfigError(f"train.precision=bf16 but this {where} has no bf16 support; use train.precision=fp32 or auto")
+    if requested == "fp16" and not cuda:
+        raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (if supported) or fp32")
+    return requested
+
+
+def make_accelerator(train: TrainConfig, precision: str, out: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
+
+    # DeepSpeed on CPU needs gloo named explicitly; a single process must get no backend at all.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+    return Accelerator(
+        mixed_precision={"fp32": "no"}.get(precision, precision),
+        # The loop decides when a window ends; an epoch boundary must not cut a window short.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=train.grad_accum_steps, sync_with_dataloader=False),
+        step_scheduler_with_optimizer=False,
+        log_with="tensorboard" if train.tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        kwargs_handlers=handlers,
+    )
+
+
+def total_steps(train: TrainConfig, tokens_per_step: int) -> int:
+    limits = []
+    if train.max_steps is not None:
+        limits.append(train.max_steps)
+    if train.max_tokens is not None:
+        limits.append(math.ceil(train.max_tokens / tokens_per_step))
+    return max(1, min(limits))
+
+
+def flat_hparams(cfg: Any) -> dict[str, Any]:
+    """Scalar settings as `section.key` for TensorBoard's hparams view."""
+    flat: dict[str, Any] = {}
+    for section, values in asdict(cfg).items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{k}": v for k, v in values.items() if isinstance(v, (int, float, str, bool))})
+        elif isinstance(values, (int, float, str, bool)):
+            flat[section] = values
+    return flat
+
+
+def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, collate: Callable, seq_len: int,
+        precision: str, out: Path, description: str = "") -> tuple[LoopState, Any]:
+    """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model)."""
+    train = cfg.train
+    if train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = build_optimizer(model, train)
+    tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
+    steps = total_steps(train, tokens_per_step)
+    scheduler = build_scheduler(optimizer, steps, train)
+    train_loader = build_train_loader(train_ds, train.micro_batch_size, collate, train.seed)
+    eval_loader = build_eval_loader(val_ds, train.micro_batch_size, collate) if val_ds is not None else None
+    if train.compile:
+        model = torch.compile(model)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    state = LoopState()
+    ckpt_root = out / "checkpoints"
+    resume = resolve_resume(train.resume_from, ckpt_root)
+    if resume is not None:
+        state = load_checkpoint(accelerator, resume)
+        accelerator.print(f"resumed from {resume} at step {state.step}")
+    if train.tensorboard:
+        accelerator.init_trackers("tensorboard", config=flat_hparams(cfg))
+    setup = LoopSetup(
+        accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+        train_loader=train_loader, eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
+        flops_per_token=model_flops_per_token(model_config, seq_len),
+        peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
+        checkpoint_dir=ckpt_root,
+    )
+    accelerator.print(
+        f"{description} | {len(train_ds):,} training rows of {seq_len} tokens | {steps} steps of "
+        f"{tokens_per_step:,} tokens | {accelerator.num_processes} process(es), {precision}"
+    )
+    return run_loop(setup, state, train, cfg.eval), model
+
+
+

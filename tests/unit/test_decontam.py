@@ -1,0 +1,127 @@
+"""Decontamination: 13-gram overlap with eval examples, eval sources from local files, Hub spec parsing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from omegaconf import OmegaConf
+
+from hf_llm.config import ConfigError
+from hf_llm.data.decontam import (
+    DecontamConfig,
+    build_index_from_config,
+    build_ngram_index,
+    contamination_batch,
+    decontaminate,
+    load_eval_texts,
+    parse_eval_dataset_spec,
+    read_eval_file,
+)
+from hf_llm.data.sources import DataError
+
+EVAL_Q = "Natalia sold clips to forty eight of her friends in April and then she sold half as many clips in May"
+OTHER_Q = "Which planet in the solar system has the longest day measured in hours of the local rotation period"
+FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor"
+
+
+def flag(texts: list[str], index, cfg: DecontamConfig | None = None) -> list[str | None]:
+    return contamination_batch({"text": texts}, index, cfg or DecontamConfig())["contaminated_by"]
+
+
+@pytest.fixture()
+def index():
+    return build_ngram_index({"gsm8k": [EVAL_Q], "astro": [OTHER_Q, "too short to index"]}, ngram=13)
+
+
+def test_shared_13gram_is_flagged_with_the_eval_name(index):
+    words = EVAL_Q.split()
+    leak = f"{FILLER} {' '.join(words[3:16])} {FILLER}"  # exactly 13 consecutive eval words
+    near_miss = f"{FILLER} {' '.join(words[3:15])} {FILLER}"  # only 12
+    other = f"{FILLER} {' '.join(OTHER_Q.split()[:13])}"
+    assert flag([leak, near_miss, other, FILLER], index) == ["gsm8k", None, "astro", None]
+
+
+def test_case_punctuation_and_spacing_do_not_hide_a_leak(index):
+    words = EVAL_Q.split()[:13]
+    shouty = "  ".join(w.upper() + "," for w in words[:7]) + "\n" + " -- ".join(words[7:]) + "!"
+    assert flag([shouty], index) == ["gsm8k"]
+    case_sensitive = DecontamConfig(lowercase=False)
+    strict = build_ngram_index({"gsm8k": [EVAL_Q]}, ngram=13, lowercase=False)
+    assert flag([" ".join(w.upper() for w in words)], strict, case_sensitive) == [None]
+    assert flag([" ".join(words)], strict, case_sensitive) == ["gsm8k"]
+
+
+def test_short_and_empty_documents_never_crash(index):
+    assert flag(["", "Natalia sold clips", None], index) == [None, None, None]
+    assert flag([], index) == []
+    assert index.short_examples == {"gsm8k": 0, "astro": 1}  # "too short to index" is counted, not matched
+    empty = build_ngram_index({}, ngram=13)
+    assert flag([EVAL_Q], empty) == [None]
+
+
+def test_config_and_index_must_agree(index):
+    with pytest.raises(ConfigError, match="rebuild the index"):
+        flag([EVAL_Q], index, DecontamConfig(ngram=8))
+
+
+def test_config_is_an_omegaconf_structured_config():
+    cfg = OmegaConf.merge(OmegaConf.structured(DecontamConfig), {"enabled": True, "eval_files": ["a.txt"]})
+    assert OmegaConf.to_object(cfg) == DecontamConfig(enabled=True, eval_files=["a.txt"])
+    with pytest.raises(ConfigError, match="ngram must be >= 1"):
+        DecontamConfig(ngram=0)
+
+
+def test_eval_files_txt_and_jsonl(tmp_path: Path):
+    (tmp_path / "a.txt").write_text(f"{EVAL_Q}\n\n{OTHER_Q}\n")
+    rows = [
+        {"question": EVAL_Q, "choices": ["x", "y"], "text": "t1"},
+        {"question": OTHER_Q, "choices": ["z"], "text": "t2"},
+    ]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt") as f:
+        f.write(json.dumps(rows[0]) + "\n")
+    assert read_eval_file(str(tmp_path / "a.txt")) == [EVAL_Q, OTHER_Q]  # blank lines skipped
+    assert read_eval_file(str(tmp_path / "b.jsonl")) == ["t1", "t2"]  # default field
+    assert read_eval_file(f"{tmp_path / 'b.jsonl'}:question") == [EVAL_Q, OTHER_Q]
+    assert read_eval_file(f"{tmp_path / 'b.jsonl'}:choices") == ["x", "y", "z"]  # a list: one example each
+    assert read_eval_file(f"{tmp_path / 'c.jsonl.gz'}:question") == [EVAL_Q]
+
+    cfg = DecontamConfig(enabled=True, eval_files=[str(tmp_path / "a.txt"), f"{tmp_path / 'b.jsonl'}:question"])
+    assert list(load_eval_texts(cfg)) == cfg.eval_files
+    index = build_index_from_config(cfg)
+    assert flag([EVAL_Q], index, cfg) == [str(tmp_path / "a.txt")]  # the first listed source wins a shared n-gram
+
+
+def test_eval_file_errors_are_clear(tmp_path: Path):
+    with pytest.raises(DataError, match="missing.txt' not found"):
+        read_eval_file(str(tmp_path / "missing.txt"))
+    (tmp_path / "b.jsonl").write_text(json.dumps({"question": EVAL_Q}) + "\n\n{broken\n")
+    with pytest.raises(DataError, match="line 1 has no field 'text'"):
+        read_eval_file(str(tmp_path / "b.jsonl"))
+    with pytest.raises(DataError, match="line 3 is not valid JSON"):
+        read_eval_file(f"{tmp_path / 'b.jsonl'}:question")
+    (tmp_path / "c.csv").write_text("x\n")
+    with pytest.raises(DataError, match=".txt or .jsonl"):
+        read_eval_file(str(tmp_path / "c.csv"))
+    with pytest.raises(ConfigError, match="no eval_files or eval_datasets"):
+        build_index_from_config(DecontamConfig(enabled=True))
+
+
+def test_hub_spec_syntax():
+    assert parse_eval_dataset_spec("cais/mmlu:all:test:question") == ("cais/mmlu", "all", "test", "question")
+    assert parse_eval_dataset_spec("Rowan/hellaswag:validation:ctx") == ("Rowan/hellaswag", None, "validation", "ctx")
+    for bad in ("cais/mmlu", "a:b", "a::test:q", "a:b:c:d:e"):
+        with pytest.raises(ConfigError, match="name\\[:config\\]:split:field"):
+            parse_eval_dataset_spec(bad)
+
+
+def test_decontaminate_dataset(index):
+    leak = f"{FILLER} {EVAL_Q}"
+    ds = Dataset.from_dict({"text": [FILLER, leak, OTHER_Q, "clean text"], "id": [0, 1, 2, 3]})
+    out, removed = decontaminate(ds, index, DecontamConfig(enabled=True), num_proc=2)  # the index pickles
+    assert out["id"] == [0, 3]
+    assert removed == {"gsm8k": 1, "astro": 1}

@@ -89,6 +89,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 class TrainConfig:
     micro_batch_size: int = 16  # sequences per forward pass per process
     grad_accum_steps: int = 1  # micro-batches per optimizer step; loss is normalised by target tokens
+    global_batch_size: Optional[int] = None  # sequences per optimizer step over all processes; sets grad_accum_steps
     max_steps: Optional[int] = 600  # optimizer steps; with max_tokens, whichever comes first
     max_tokens: Optional[int] = None  # token budget (global, counting every position of every block)
     lr: float = 3e-3  # peak learning rate; small models take large rates

@@ -28,9 +28,17 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # fused/foreach kernels change summation order between devices; the default is fine and exact on CPU.
-    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, cpu_offload: bool = False) -> torch.optim.Optimizer:
+    """AdamW; DeepSpeed's CPU Adam when ZeRO offloads optimizer states (torch's would run the update on the GPU side).
+
+    Built here rather than swapped in by accelerate so the LR schedule stays bound to the optimizer that steps.
+    """
+    groups = param_groups(model, cfg)
+    if cpu_offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
 def lr_multiplier(step: int, total: int, cfg: TrainConfig) -> float:

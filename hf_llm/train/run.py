@@ -37,12 +37,28 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
+def resolve_accumulation(train: TrainConfig, world: int) -> int:
+    """Accumulation steps: given, or derived from `global_batch_size`, which must split evenly over processes."""
+    if train.global_batch_size is None:
+        return train.grad_accum_steps
+    per_step = train.micro_batch_size * world
+    if train.global_batch_size % per_step:
+        raise ConfigError(
+            f"train.global_batch_size={train.global_batch_size} is not a multiple of micro_batch_size × processes = "
+            f"{train.micro_batch_size} × {world}; choose a global batch divisible by {per_step} or change micro_batch_size"
+        )
+    return train.global_batch_size // per_step
+
+
 def make_accelerator(train: TrainConfig, precision: str, out: Path):
+    """The Accelerator for this launch; `train.grad_accum_steps` is resolved here (it depends on the world size)."""
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    train.grad_accum_steps = resolve_accumulation(train, world)
     # DeepSpeed on CPU needs gloo named explicitly; a single process must get no backend at all.
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = world > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
     return Accelerator(
         mixed_precision={"fp32": "no"}.get(precision, precision),
@@ -53,6 +69,49 @@ def make_accelerator(train: TrainConfig, precision: str, out: Path):
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         kwargs_handlers=handlers,
     )
+
+
+def check_deepspeed(accelerator, train: TrainConfig, precision: str) -> None:
+    """The recipe is the one source of batch size, accumulation, clipping and precision: a DeepSpeed config that
+    hard-codes a different value, or asks for something that cannot work, stops the run before training."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    expected = {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.grad_accum_steps,
+        "gradient_clipping": float(train.max_grad_norm or 0.0),
+        "train_batch_size": train.micro_batch_size * train.grad_accum_steps * accelerator.num_processes,
+    }
+    for key, want in expected.items():
+        have = ds.get(key, "auto")
+        if have != "auto" and float(have) != float(want):
+            raise ConfigError(
+                f"the DeepSpeed config sets {key}={have} but the recipe gives {want}; set it to \"auto\" in the JSON "
+                f"(the recipe is the single source) or change the recipe"
+            )
+    for name, section in (("bf16", ds.get("bf16", {})), ("fp16", ds.get("fp16", {}))):
+        enabled = section.get("enabled", "auto")
+        if enabled != "auto" and bool(enabled) != (precision == name):
+            raise ConfigError(
+                f"the DeepSpeed config sets {name}.enabled={enabled} but train.precision resolves to {precision}; "
+                f"use \"auto\" in the JSON"
+            )
+    zero = ds.get("zero_optimization", {})
+    if zero.get("stage") == 3 and train.compile:
+        raise ConfigError("train.compile=true does not work with ZeRO-3 parameter partitioning; set train.compile=false")
+    if ds.get("gradient_clipping", "auto") == "auto":
+        # accelerate would fill "auto" with 1.0 whatever the recipe says.
+        ds["gradient_clipping"] = float(train.max_grad_norm or 0.0)
+
+
+def offloads_optimizer(accelerator) -> bool:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return False
+    device = plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device not in (None, "none")
 
 
 def total_steps(train: TrainConfig, tokens_per_step: int) -> int:
@@ -81,7 +140,8 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
     train = cfg.train
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = build_optimizer(model, train)
+    check_deepspeed(accelerator, train, precision)
+    optimizer = build_optimizer(model, train, cpu_offload=offloads_optimizer(accelerator))
     tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
     steps = total_steps(train, tokens_per_step)
     scheduler = build_scheduler(optimizer, steps, train)

@@ -17,6 +17,11 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# The data stages' own configs live beside their code; these modules import nothing from here at import time.
+from .data.clean import CleanConfig
+from .data.decontam import DecontamConfig
+from .data.dedup import DedupConfig
+
 
 class HfLlmError(Exception):
     """An error the user can fix; scripts print its message and exit with status 2."""
@@ -61,6 +66,9 @@ class SourceConfig:
     revision: Optional[str] = None  # Hub dataset revision
 
 
+PACKINGS = ("concat", "best_fit")
+
+
 @dataclass
 class DataConfig:
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
@@ -71,14 +79,39 @@ class DataConfig:
     mix_by: str = "documents"  # documents | tokens: what a source weight is a share of
     num_proc: int = 1  # worker processes for datasets.map
     seed: int = 1234  # shuffling, mixing and the train/validation split
+    streaming: bool = False  # read sources lazily in several passes: memory stays flat, the result is the same
+    strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
+    packing: str = "concat"  # concat (concatenate and chunk: no padding) | best_fit (whole documents, padded)
+    best_fit_window: int = 1000  # documents best_fit packs together: larger wastes less padding, costs more time
+    save_documents: bool = False  # also write documents/: the kept, cleaned documents with all their columns
+    clean: CleanConfig = field(default_factory=CleanConfig)  # normalisation, PII, quality filters
+    dedup: DedupConfig = field(default_factory=DedupConfig)  # exact and near duplicates across all sources
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)  # drop documents that overlap eval sets
 
     def __post_init__(self) -> None:
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"data.packing must be one of {PACKINGS}, got {self.packing!r}")
+        if self.best_fit_window < 1:
+            raise ConfigError(f"data.best_fit_window must be at least 1, got {self.best_fit_window}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.seq_len < 2:
             raise ConfigError(f"data.seq_len must be at least 2, got {self.seq_len}")
         if self.mix_by not in ("documents", "tokens"):
             raise ConfigError(f"data.mix_by must be 'documents' or 'tokens', got {self.mix_by!r}")
+
+
+@dataclass
+class PrepareDataConfig:
+    """`scripts/prepare_data.py`: sources → cleaned, deduplicated, tokenised, packed folder (see configs/data/)."""
+
+    output_dir: str = "outputs/data/sample"  # train/ validation/ rejects/ tokenizer/ data_card.json DATA_CARD.md
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.prepared is not None:
+            raise ConfigError("data.prepared names a folder to read; prepare_data writes one (set output_dir instead)")
 
 
 SCHEDULES = ("cosine", "wsd", "linear", "constant")
@@ -139,6 +172,70 @@ class EvalConfig:
 
 
 @dataclass
+class HubConfig:
+    """Publishing to the Hugging Face Hub. The token is never a setting: it comes from HF_TOKEN or `hf auth login`,
+    so it cannot end up in a saved config or a model card."""
+
+    push: bool = False  # upload the final export (model/) when the run ends
+    repo_id: Optional[str] = None  # "user/name" or "org/name"; required to push
+    private: bool = True  # a new repository starts private: publishing is a deliberate second step (kept if it exists)
+    revision: str = "main"  # branch that receives the final export
+    push_every: Optional[int] = None  # steps between background pushes of a checkpoint's export to branch step-N
+    retries: int = 3  # further attempts after a failed upload: a Hub outage must not cost the run
+    backoff_seconds: float = 2.0  # wait before the first retry, doubled after each failure (exponential backoff)
+    endpoint: Optional[str] = None  # a private Hub or mirror; None = HF_ENDPOINT or https://huggingface.co
+
+    def __post_init__(self) -> None:
+        if self.push and not self.repo_id:
+            raise ConfigError("hub.push=true needs hub.repo_id (e.g. hub.repo_id=your-name/tiny-llama)")
+        if self.push_every is not None and not self.push:
+            raise ConfigError("hub.push_every needs hub.push=true (and hub.repo_id)")
+        if self.push_every is not None and self.push_every < 1:
+            raise ConfigError(f"hub.push_every must be at least 1, got {self.push_every}")
+        if self.retries < 0 or self.backoff_seconds < 0:
+            raise ConfigError("hub.retries and hub.backoff_seconds must not be negative")
+        if self.repo_id:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(self.repo_id)
+            except HFValidationError as e:
+                raise ConfigError(f"hub.repo_id={self.repo_id!r} is not a valid repository id: {e}") from None
+
+
+@dataclass
+class EvaluateConfig:
+    """`scripts/evaluate.py`: perplexity and bits per byte on held-out text, plus generation samples."""
+
+    model: str = "runs/tiny/model"  # an exported folder or a Hub model id
+    revision: Optional[str] = None  # Hub revision: a branch such as step-400, a tag or a commit
+    trust_remote_code: bool = False  # running a repository's code is opt-in
+    data: list[SourceConfig] = field(default_factory=list)  # held-out text: files (txt, jsonl, ...) or format: hub
+    max_documents: Optional[int] = 500  # per source, so a large held-out set stays cheap (None = all)
+    seq_len: Optional[int] = None  # tokens per window; None = the model's context length, at most 4096
+    stride: Optional[int] = None  # new tokens scored per window (< seq_len); the rest is context. None = seq_len // 2
+    batch_size: int = 8  # windows per forward pass
+    precision: str = "fp32"  # fp32 | bf16 | fp16: dtype of weights and compute
+    prompts: list[str] = field(default_factory=lambda: ["And it came to pass", "HACKER, n."])
+    max_new_tokens: int = 48
+    temperature: float = 0.8  # for the sampled continuation; a greedy one is always written too
+    top_p: float = 0.95
+    seed: int = 1234  # sampled continuations repeat exactly
+    output: Optional[str] = None  # results JSON; None = MODEL/eval_results.json (a folder) or ./eval_results.json
+    update_model_card: bool = False  # also write the results into MODEL/README.md (model-index); folders only
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.seq_len is not None and self.seq_len < 2:
+            raise ConfigError(f"seq_len must be at least 2, got {self.seq_len}")
+        if self.stride is not None and (self.stride < 1 or (self.seq_len is not None and self.stride >= self.seq_len)):
+            raise ConfigError(f"stride must be in [1, seq_len), got stride={self.stride}, seq_len={self.seq_len}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/tiny"  # checkpoints/, model/, logs/, config.yaml go here
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -146,6 +243,14 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    def __post_init__(self) -> None:
+        every, save = self.hub.push_every, self.train.save_every
+        if every is not None and (not save or every % save):
+            raise ConfigError(
+                f"hub.push_every={every} must be a multiple of train.save_every={save}: a push exports a checkpoint"
+            )
 
 
 def _check_keys(user: Any, schema: type, prefix: str, problems: list[str]) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import yaml
@@ -94,10 +95,12 @@ def max_positions(config) -> Optional[int]:
 
 def count_parameters(config) -> int:
     """Parameters of the transformers model for `config`, instantiated on the meta device (no memory)."""
-    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+    # The class constructor, not from_config: under DeepSpeed ZeRO-3, from_config would enter zero.Init and
+    # initialise weights, which fails on meta tensors.
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
     # Tied weights are one tensor: parameters() yields it once.
     return sum(p.numel() for p in model.parameters())
 
@@ -126,3 +129,20 @@ def load_pretrained(cfg: ModelConfig, dtype: torch.dtype = torch.float32):
         dtype=dtype,
         use_safetensors=True,
     )
+
+
+@contextmanager
+def outside_zero3() -> Iterator[None]:
+    """Load a model the ordinary way inside a ZeRO-3 launch, e.g. on the main process only after export.
+
+    Under ZeRO-3 transformers builds every model through zero.Init, a collective that would wait forever for the
+    other processes. transformers keeps the switch in a module-level weak reference; it is restored on exit.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved

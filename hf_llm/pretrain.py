@@ -19,6 +19,9 @@ from .train.run import make_accelerator, resolve_precision, fit
 
 def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
     """Checks that need no data or weights, so mistakes fail in seconds. Returns (precision, model config)."""
+    from .hub import check_push_ready
+
+    check_push_ready(cfg.hub)  # no token or offline mode: fail now, not after training
     precision = resolve_precision(cfg.train.precision)
     model_config = build_model_config(cfg.model)
     limit = max_positions(model_config)
@@ -75,14 +78,26 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     model = build_model(model_config, cfg.model.attn_implementation)
     n_params = count_parameters(model_config)
     collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id)
+    from .hub import card_files, checkpoint_push_hook, finish_pushes
+
+    def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:
+        """The card (and its loss curve) of an export at the loop's current state."""
+        files = card_files(st.history)
+        interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+        return _model_card(cfg, model_config, n_params, prep.card, interim, loss_curve=bool(files)), files
+
+    push_hook, pusher = checkpoint_push_hook(cfg.hub, accelerator, tokenizer, out, card_for)
     state, model = fit(cfg, accelerator, model, model_config, prep.train, prep.validation, collate, seq_len, precision,
-                       out, description=f"model: {model_config.model_type}, {n_params:,} parameters")
+                       out, description=f"model: {model_config.model_type}, {n_params:,} parameters",
+                       on_checkpoint=push_hook)
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
-    card = _model_card(cfg, model_config, n_params, prep.card, summary)
-    export_dir = export_model(accelerator, model, tokenizer, out / "model", card)
+    card, files = card_for(state)
+    export_dir = export_model(accelerator, model, tokenizer, out / "model", card, extra_files=files)
     if accelerator.is_main_process:
         summary["samples"] = generate_samples(export_dir, cfg.eval.sample_prompts, cfg.eval.sample_max_new_tokens,
                                               cfg.eval.sample_temperature, cfg.train.seed)
+        if cfg.hub.push:  # after the samples, which prove the export loads; a failure is reported, not raised
+            summary["hub"] = finish_pushes(cfg.hub, export_dir, pusher)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(format_summary(summary))
     accelerator.end_training()
@@ -93,8 +108,13 @@ def generate_samples(model_dir: Path, prompts: list[str], max_new_tokens: int, t
     """Continue each prompt with the exported model (which also proves the export loads)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .model import outside_zero3
+
+    if not prompts:
+        return []
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    with outside_zero3():
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
     texts = []
     for prompt in prompts:
         torch.manual_seed(seed)
@@ -130,17 +150,26 @@ def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: 
     }
 
 
-def _model_card(cfg: RunConfig, model_config, n_params: int, data_card: dict, summary: dict) -> str:
-    from .hub import render_model_card
+def _model_card(cfg: RunConfig, model_config, n_params: int, data_card: dict, summary: dict,
+                loss_curve: bool = False) -> str:
+    from .hub import LOSS_CURVE, render_model_card
 
     training = {k: summary[k] for k in ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "precision",
                                        "median_tokens_per_second", "median_mfu") if summary.get(k) is not None}
     training["hardware"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     results = {k: summary[k] for k in ("final_train_loss", "final_val_loss", "final_val_perplexity", "unigram_val_loss")
                if summary.get(k) is not None}
+    sources = "+".join(data_card.get("sources", {})) or "validation"
+    metrics = [{"metric": metric, "name": name, "value": round(summary[key], 4), "split": "validation",
+                "dataset": f"held-out documents of the training mixture ({sources})", "dataset_type": sources}
+               for key, metric, name in (("final_val_perplexity", "perplexity", "Validation perplexity"),
+                                         ("final_val_loss", "loss", "Validation loss (nats/token)"))
+               if summary.get(key) is not None]
     return render_model_card(
         model_name=Path(cfg.output_dir).name, architecture=model_config.model_type, parameters=n_params,
         data=data_card, training=training, results=results, recipe_yaml=config_to_yaml(cfg),
+        repo_id=cfg.hub.repo_id, metrics=metrics, loss_curve=LOSS_CURVE if loss_curve else None,
+        datasets=[src.path for src in cfg.data.sources if src.format == "hub"],
     )
 
 
@@ -166,6 +195,9 @@ def format_summary(s: dict[str, Any]) -> str:
         f"tensorboard       tensorboard --logdir {s['output_dir']}/logs",
         f"config, summary   {s['output_dir']}/config.yaml, summary.json",
     ]
+    from .hub import format_push_report
+
+    lines += format_push_report(s.get("hub"))
     for text in s.get("samples", []):
         lines += ["-" * 72, "sample: " + " ".join(text.split())[:400]]
     lines.append("=" * 72)

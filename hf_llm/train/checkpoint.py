@@ -96,8 +96,12 @@ def load_checkpoint(accelerator, path: str | Path) -> LoopState:
     return LoopState(**json.loads((path / STATE_FILE).read_text()))
 
 
-def export_model(accelerator, model, tokenizer, out_dir: str | Path, card: str, max_shard_size: str = "2GB") -> Path:
-    """Hub-ready folder: safetensors (gathered from ZeRO-3/FSDP shards), config, generation config, tokenizer, card."""
+def export_model(accelerator, model, tokenizer, out_dir: str | Path, card: str, max_shard_size: str = "2GB",
+                 extra_files: Optional[dict[str, bytes]] = None) -> Path:
+    """Hub-ready folder: safetensors (gathered from ZeRO-3/FSDP shards), config, generation config, tokenizer, card.
+
+    `extra_files` (name → content, e.g. the card's loss-curve PNG) are written before the folder is swapped in.
+    """
     from transformers import GenerationConfig
 
     out = Path(out_dir)
@@ -119,6 +123,8 @@ def export_model(accelerator, model, tokenizer, out_dir: str | Path, card: str, 
         gen.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(card)
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     accelerator.wait_for_everyone()

@@ -18,8 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import EvalConfig, TrainConfig
+from ..evaluation import summed_token_nll
 from .checkpoint import LoopState, save_checkpoint
-from .collate import IGNORE_INDEX, count_targets
+from .collate import count_targets
 from .metrics import mfu
 
 
@@ -42,9 +43,11 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
-def build_train_loader(dataset, batch_size: int, collate: Callable, seed: int) -> DataLoader:
+def build_train_loader(dataset, batch_size: int, collate: Callable, seed: int,
+                       sampler: Optional[EpochSampler] = None) -> DataLoader:
     # drop_last keeps every process's micro-batches full and equal in number.
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed), collate_fn=collate, drop_last=True)
+    sampler = sampler if sampler is not None else EpochSampler(len(dataset), seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=True)
 
 
 def build_eval_loader(dataset, batch_size: int, collate: Callable) -> DataLoader:
@@ -134,13 +137,11 @@ def evaluate_loss(accelerator, model, loader, max_batches: Optional[int] = None)
             break
         batch = {key: v.to(accelerator.device) for key, v in batch.items()}
         with accelerator.autocast():
-            logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"), use_cache=False).logits
-        labels = batch["labels"][:, 1:]
-        loss_sum += torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum",
-        ).double()
-        count += (labels != IGNORE_INDEX).sum()
+            logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"),
+                           attention_mask=batch.get("attention_mask"), use_cache=False).logits
+        nll, targets = summed_token_nll(logits, batch["labels"])  # the same computation as scripts/evaluate.py
+        loss_sum += nll
+        count += targets
     if accelerator.num_processes > 1:
         loss_sum, count = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(count, "sum")
     model.train(was_training)
@@ -165,8 +166,12 @@ class LoopSetup:
 
 
 def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation: EvalConfig,
-             on_log: Optional[Callable[[dict[str, float]], None]] = None) -> LoopState:
-    """Train from `state.step` to `setup.total_steps`, evaluating, logging and checkpointing on the way."""
+             on_log: Optional[Callable[[dict[str, float]], None]] = None,
+             on_checkpoint: Optional[Callable[[LoopState, Any], None]] = None) -> LoopState:
+    """Train from `state.step` to `setup.total_steps`, evaluating, logging and checkpointing on the way.
+
+    `on_checkpoint(state, model)` runs on every process after each checkpoint (e.g. an export pushed to the Hub).
+    """
     from tqdm.auto import tqdm
 
     acc, model = setup.accelerator, setup.model
@@ -215,6 +220,8 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
         state.elapsed_seconds = time.perf_counter() - run_start
         if (train.save_every and state.step % train.save_every == 0) or last:
             save_checkpoint(acc, setup.checkpoint_dir, state, train.keep_last)
+            if on_checkpoint is not None:
+                on_checkpoint(state, model)
             window_start = time.perf_counter()
     bar.close()
     return state

@@ -135,8 +135,12 @@ def flat_hparams(cfg: Any) -> dict[str, Any]:
 
 
 def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, collate: Callable, seq_len: int,
-        precision: str, out: Path, description: str = "") -> tuple[LoopState, Any]:
-    """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model)."""
+        precision: str, out: Path, description: str = "", train_sampler=None,
+        on_checkpoint: Callable[[LoopState, Any], None] | None = None) -> tuple[LoopState, Any]:
+    """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model).
+
+    `on_checkpoint` is handed to the loop (called on every process after each checkpoint).
+    """
     train = cfg.train
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -144,12 +148,14 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
     optimizer = build_optimizer(model, train, cpu_offload=offloads_optimizer(accelerator))
     tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
     steps = total_steps(train, tokens_per_step)
-    scheduler = build_scheduler(optimizer, steps, train)
-    train_loader = build_train_loader(train_ds, train.micro_batch_size, collate, train.seed)
+    train_loader = build_train_loader(train_ds, train.micro_batch_size, collate, train.seed, train_sampler)
     eval_loader = build_eval_loader(val_ds, train.micro_batch_size, collate) if val_ds is not None else None
     if train.compile:
         model = torch.compile(model)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    # Built on the prepared optimizer: ZeRO regroups parameters, and the schedule must drive the groups that step.
+    scheduler = build_scheduler(optimizer, steps, train)
+    accelerator.register_for_checkpointing(scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     state = LoopState()
@@ -171,7 +177,7 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
         f"{description} | {len(train_ds):,} training rows of {seq_len} tokens | {steps} steps of "
         f"{tokens_per_step:,} tokens | {accelerator.num_processes} process(es), {precision}"
     )
-    return run_loop(setup, state, train, cfg.eval), model
+    return run_loop(setup, state, train, cfg.eval, on_checkpoint=on_checkpoint), model
 
 
 

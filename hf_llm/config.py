@@ -168,7 +168,13 @@ class EvalConfig:
     max_batches: Optional[int] = 50  # cap per pass (None = the whole validation set)
     sample_prompts: list[str] = field(default_factory=lambda: ["And it came to pass", "HACKER, n."])
     sample_max_new_tokens: int = 48
-    sample_temperature: float = 0.8  # 0 = greedy
+    sample_temperature: float = 0.8  # for the sampled continuation; a greedy one is shown beside it
+
+    def __post_init__(self) -> None:
+        if self.sample_temperature <= 0:
+            raise ConfigError("eval.sample_temperature must be > 0 (a greedy continuation is always shown too)")
+        if self.every < 1:
+            raise ConfigError(f"eval.every must be at least 1, got {self.every}")
 
 
 @dataclass

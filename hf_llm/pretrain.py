@@ -94,7 +94,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     card, files = card_for(state)
     export_dir = export_model(accelerator, model, tokenizer, out / "model", card, extra_files=files)
     if accelerator.is_main_process:
-        summary["samples"] = generate_samples(export_dir, cfg.eval.sample_prompts, cfg.eval.sample_max_new_tokens,
+        summary["samples"] = sample_export(export_dir, cfg.eval.sample_prompts, cfg.eval.sample_max_new_tokens,
                                               cfg.eval.sample_temperature, cfg.train.seed)
         if cfg.hub.push:  # after the samples, which prove the export loads; a failure is reported, not raised
             summary["hub"] = finish_pushes(cfg.hub, export_dir, pusher)
@@ -104,10 +104,12 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def generate_samples(model_dir: Path, prompts: list[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-    """Continue each prompt with the exported model (which also proves the export loads)."""
+def sample_export(model_dir: Path, prompts: list[str], max_new_tokens: int, temperature: float,
+                  seed: int) -> list[dict[str, str]]:
+    """Greedy and sampled continuations from the exported folder (which also proves the export loads)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .evaluation import generate_samples
     from .model import outside_zero3
 
     if not prompts:
@@ -115,16 +117,7 @@ def generate_samples(model_dir: Path, prompts: list[str], max_new_tokens: int, t
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     with outside_zero3():
         model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    texts = []
-    for prompt in prompts:
-        torch.manual_seed(seed)
-        ids = tok(prompt, return_tensors="pt")
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                                 temperature=temperature if temperature > 0 else None, top_p=0.95 if temperature > 0 else None,
-                                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        texts.append(tok.decode(out[0], skip_special_tokens=True))
-    return texts
+    return generate_samples(model, tok, prompts, max_new_tokens, temperature, 0.95, seed)
 
 
 def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float) -> dict[str, Any]:
@@ -198,7 +191,9 @@ def format_summary(s: dict[str, Any]) -> str:
     from .hub import format_push_report
 
     lines += format_push_report(s.get("hub"))
-    for text in s.get("samples", []):
-        lines += ["-" * 72, "sample: " + " ".join(text.split())[:400]]
+    for sample in s.get("samples", []):
+        lines += ["-" * 72, f"prompt:  {sample['prompt']}"]
+        for kind in ("greedy", "sampled"):
+            lines.append(f"{kind + ':':8} " + " ".join(sample[kind].split())[:300])
     lines.append("=" * 72)
     return "\n".join(lines)

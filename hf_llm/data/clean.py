@@ -22,9 +22,10 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from datasets import Features, Value
+if TYPE_CHECKING:  # datasets is imported where it is used: config.py imports this module
+    from datasets import Features
 
 _DEFAULT_BOILERPLATE = (  # matched case-insensitively at the start of each stripped line
     r"all rights reserved\.?$",
@@ -519,5 +520,7 @@ def clean_batch(batch: dict[str, list], cfg: CleanConfig, text_field: str = "tex
 
 def clean_features(features: Features) -> Features:
     """The schema `clean_batch` writes: the input columns plus `reason` (string, None = kept) and `pii_*` counts."""
+    from datasets import Features, Value
+
     counts = {f"pii_{kind}": Value("int32") for kind in ("email", "ip", "phone")}
     return Features({**features, "reason": Value("string"), **counts})

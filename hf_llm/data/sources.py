@@ -1,15 +1,23 @@
-"""Load text sources (local files or Hub datasets) into `datasets` and mix them by weight."""
+"""Text sources (local files, globs, folders, Hub datasets) as `datasets`, and their weighted mixture.
+
+`open_source` + `document_dataset` are the data pipeline's tolerant path: every row becomes a document record
+(see `readers.py`), in memory (`Dataset`) or streamed (`IterableDataset`) from the same generator.
+`load_source` is the quick path for callers that want a clean column from a well-formed file (fine-tuning,
+evaluation): it uses `datasets`' own builders and raises on the first malformed row.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
-from ..config import DataConfig, HfLlmError, SourceConfig
+from ..config import HfLlmError, SourceConfig
+from .readers import SourceSpec, find_columns, iter_records
 
 
 class DataError(HfLlmError):
@@ -36,7 +44,8 @@ def _data_suffix(path: str) -> str:
 def resolve_files(path: str) -> list[str]:
     """A file, a folder (every data file below it) or a glob → sorted file list; an error if nothing matches."""
     if os.path.isdir(path):
-        files = [str(p) for p in sorted(Path(path).rglob("*")) if p.is_file() and _data_suffix(str(p)) in SUFFIX_FORMATS]
+        files = [str(p) for p in sorted(Path(path).rglob("*"))
+                 if p.is_file() and _data_suffix(str(p)) in SUFFIX_FORMATS]
     elif any(ch in path for ch in "*?["):
         files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
     else:
@@ -96,16 +105,12 @@ def load_source(src: SourceConfig, streaming: bool = False):
     return ds
 
 
-def _non_empty(batch: dict) -> list[bool]:
-    return [isinstance(t, str) and bool(t.strip()) for t in batch["text"]]
-
-
 def mixture_counts(sizes: list[int], weights: list[float], lengths: Optional[list[float]] = None) -> list[int]:
     """Documents to draw from each source so that source i gets weights[i]/sum(weights) of the mixture.
 
-    The mixture keeps the total size of the inputs (documents, or characters when `lengths` gives the mean
-    document length of each source, a proxy for tokens before tokenisation); a source whose share exceeds
-    what it holds is repeated.
+    The mixture keeps the total size of the inputs: documents, or tokens when `lengths` gives each source's mean
+    document length in tokens (the pipeline's mix_by=tokens); a source whose share exceeds what it holds is
+    repeated, one with more than its share is subsampled.
     """
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise DataError(f"source weights must be non-negative with a positive sum, got {weights}")
@@ -123,38 +128,70 @@ def sample_indices(size: int, count: int, seed: int) -> np.ndarray:
     return rng.permutation(idx)
 
 
-def load_sources(cfg: DataConfig):
-    """Load, clean out empty texts, and mix every source of `cfg` into one in-memory dataset."""
-    from datasets import concatenate_datasets
+# ------------------------------------------------------------------------------------ the pipeline's path
 
-    parts, stats = [], {}
-    for i, src in enumerate(cfg.sources):
-        ds = load_source(src)
-        n_in = len(ds)
-        ds = ds.filter(_non_empty, batched=True, num_proc=_procs(cfg, n_in))
-        label = source_label(src)
-        stats[label] = {"documents_in": n_in, "empty_dropped": n_in - len(ds)}
-        if len(ds) == 0:
-            raise DataError(f"source {src.path!r} has no non-empty text in column {src.text_field!r}")
-        parts.append(ds.select_columns(["text", "source"]))
-    if len(parts) == 1 and cfg.sources[0].weight > 0:
-        mixed = parts[0]
+
+def open_source(src: SourceConfig) -> SourceSpec:
+    """Resolve a configured source: files (an error if none match), format, and the columns its records carry."""
+    if src.format == "hub":
+        fmt, files = "hub", [src.path]
     else:
-        lengths = None
-        if cfg.mix_by == "tokens":
-            lengths = [float(np.mean([len(t) for t in p.select(range(min(len(p), 2000)))["text"]])) for p in parts]
-        counts = mixture_counts([len(p) for p in parts], [s.weight for s in cfg.sources], lengths)
-        chosen = []
-        for i, (p, c) in enumerate(zip(parts, counts)):
-            if c > 0:
-                chosen.append(p.select(sample_indices(len(p), c, cfg.seed + i)))
-        mixed = concatenate_datasets(chosen)
-        for label, c in zip(stats, counts):
-            stats[label]["documents_mixed"] = c
-    return mixed, stats
+        files = resolve_files(src.path)
+        fmt = infer_format(files) if src.format == "auto" else src.format
+        if fmt not in BUILDERS:
+            raise DataError(f"unknown format {fmt!r} for {src.path}; use auto, txt, jsonl, json, parquet, csv or hub")
+    if src.txt_sample_by not in ("document", "paragraph", "line"):
+        raise DataError(f"txt_sample_by must be document, paragraph or line, got {src.txt_sample_by!r}")
+    spec = SourceSpec(path=src.path, label=source_label(src), fmt=fmt, files=files, text_field=src.text_field,
+                      txt_sample_by=src.txt_sample_by, hub_name=src.name if fmt == "hub" else None,
+                      hub_split=src.split, hub_revision=src.revision)
+    find_columns(spec)
+    return spec
 
 
-def _procs(cfg: DataConfig, n: int) -> Optional[int]:
-    # Forking workers costs more than it saves on small inputs.
-    return cfg.num_proc if cfg.num_proc > 1 and n >= 10_000 else None
+def document_dataset(spec: SourceSpec, strict: bool, streaming: bool, cache_dir: Optional[str] = None,
+                     num_proc: Optional[int] = None):
+    """Every record of one source: a `Dataset` written under `cache_dir`, or a lazy `IterableDataset`.
 
+    Both come from the same generator with the same features, so they hold the same rows in the same order.
+    Files are the generator's shards: `num_proc` workers read different files, and `split_dataset_by_node`
+    gives each node its own files when streaming.
+    """
+    from datasets import Dataset, IterableDataset
+
+    kwargs = {"spec": spec, "files": list(spec.files), "strict": strict}
+    if streaming:
+        return IterableDataset.from_generator(iter_records, features=spec.features(), gen_kwargs=kwargs)
+    procs = num_proc if num_proc and num_proc > 1 and len(spec.files) > 1 else None
+    with unwrap_generation_errors():
+        return Dataset.from_generator(iter_records, features=spec.features(), gen_kwargs=kwargs,
+                                      cache_dir=cache_dir, num_proc=procs, split="train")
+
+
+@contextlib.contextmanager
+def unwrap_generation_errors() -> Iterator[None]:
+    """`datasets` wraps errors raised inside a generator; give the user our own message back."""
+    try:
+        yield
+    except Exception as exc:
+        cause: Optional[BaseException] = exc
+        while cause is not None and not isinstance(cause, HfLlmError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None and cause is not exc:
+            raise cause.with_traceback(None) from None
+        raise
+
+
+def mixture_passes(available: int, count: int, seed: int) -> list[np.ndarray]:
+    """Which of `available` documents to draw, pass by pass, to draw `count` in all.
+
+    Whole passes take every document; the last, partial pass a seeded random subset. Each pass is in stream order,
+    so a streamed source is simply read once per pass (blocks are shuffled at training time, not here).
+    """
+    if available == 0 or count == 0:
+        return []
+    whole, rest = divmod(count, available)
+    passes = [np.arange(available) for _ in range(whole)]
+    if rest:
+        passes.append(np.sort(np.random.default_rng(seed).choice(available, rest, replace=False)))
+    return passes

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from array import array
+from itertools import chain
 from typing import Iterable, Iterator, Optional
+
+import numpy as np
 
 from ..config import ConfigError, TokenizerConfig
 
@@ -80,3 +86,128 @@ def special_token_ids(tokenizer) -> dict[str, Optional[int]]:
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
+
+
+# ------------------------------------------------------------------------------------------- fast batch encoding
+
+# GPT-2's split pattern exactly as tokenizers' ByteLevel(use_regex=True) runs it: Oniguruma's \s is U+0009-000D,
+# U+0085 and the Z categories, which Python's \s is not (it adds U+001C-001F), hence the explicit class.
+_WS = r"\t\n\v\f\r\x85\p{Z}"
+_GPT2_SPLIT = rf"'s|'t|'re|'ve|'m|'ll|'d| ?\p{{L}}+| ?\p{{N}}+| ?[^{_WS}\p{{L}}\p{{N}}]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
+_SELF_CHECK = "Hello  world's 3.14 naïve 東京 \u2028 tabs\t\tend  \n\n  x\u00a0y e\u0301 🙂 don't I'LL"
+_CACHE_LIMIT = 1_000_000  # distinct pieces remembered per process; Zipf's law keeps the hit rate high
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte → printable character map (the ByteLevel alphabet)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
+
+
+class BatchEncoder:
+    """`tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]`, faster.
+
+    For byte-level BPE tokenizers (GPT-2 style, ours included) the text is split with GPT-2's pattern and each
+    distinct piece is run through the BPE model once per process; after that a piece costs one dict lookup and
+    the ids of a whole batch are gathered with numpy. Same ids, several times faster than the tokenizer's own
+    call, whose per-call alignment bookkeeping dominates on CPU. Any other tokenizer (SentencePiece, normalizers,
+    added words) goes through the tokenizer itself. A self-check at construction falls back too if the two ever
+    disagree.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.fast = self._supports_fast_path(tokenizer)
+        self._pieces: Optional[_PieceTable] = None
+        if self.fast and self._encode_fast([_SELF_CHECK])[0].tolist() != self._encode_slow([_SELF_CHECK])[0]:
+            self.fast = False
+
+    @staticmethod
+    def _supports_fast_path(tokenizer) -> bool:
+        import json
+
+        backend = getattr(tokenizer, "_tokenizer", None)
+        if backend is None or backend.normalizer is not None or backend.pre_tokenizer is None:
+            return False
+        if importlib.util.find_spec("regex") is None:  # installed with transformers; without it, the slow path
+            return False
+        try:
+            pre = json.loads(backend.pre_tokenizer.__getstate__())
+            model = json.loads(backend.model.__getstate__())
+        except Exception:  # an exotic component that does not serialise: use the tokenizer itself
+            return False
+        plain_bpe = model.get("type") == "BPE" and not model.get("dropout") and not model.get("byte_fallback")
+        byte_level = pre.get("type") == "ByteLevel" and pre.get("use_regex") and not pre.get("add_prefix_space")
+        added_words = any(not t.special for t in tokenizer.added_tokens_decoder.values())
+        return bool(plain_bpe and byte_level and not added_words)
+
+    def __getstate__(self) -> dict:
+        return {"tokenizer": self.tokenizer, "fast": self.fast}  # the piece table is per process and never hashed
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _pieces=None)
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if not self.fast:
+            return self._encode_slow(texts)
+        flat, lengths = self.encode_flat(texts)
+        return [a.tolist() for a in np.split(flat, np.cumsum(lengths)[:-1])] if len(texts) else []
+
+    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of all `texts` end to end (int32) and the number of ids of each."""
+        if not self.fast:
+            ids = self._encode_slow(texts)
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            return np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())), lengths
+        return self._encode_fast(texts)
+
+    def _encode_slow(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def _encode_fast(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self._pieces is None or len(self._pieces) > _CACHE_LIMIT:
+            self._pieces = _PieceTable(self.tokenizer._tokenizer.model)
+        table = self._pieces
+        docs = [_compiled_split().findall(t) for t in texts]
+        n_pieces = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+        # one dict lookup per piece; a piece never seen before is encoded by `_PieceTable.__missing__`
+        pid = np.fromiter(map(table.__getitem__, chain.from_iterable(docs)), dtype=np.int64, count=int(n_pieces.sum()))
+        starts = np.frombuffer(table.starts, dtype=np.int64)
+        first, count = starts[pid], starts[pid + 1] - starts[pid]
+        del starts  # release the buffer so the table can grow again
+        total = int(count.sum())
+        gather = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(total)
+        flat = np.frombuffer(table.ids, dtype=np.int32)[gather] if total else np.zeros(0, np.int32)
+        ends = np.cumsum(n_pieces)
+        per_piece_end = np.concatenate([[0], np.cumsum(count)])
+        lengths = per_piece_end[ends] - per_piece_end[ends - n_pieces]
+        return flat, lengths
+
+
+class _PieceTable(dict):
+    """piece → row; row r's ids are ids[starts[r]:starts[r + 1]]. Missing pieces are BPE-encoded on first use."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.table = model, _byte_table()
+        self.ids, self.starts = array("i"), array("q", [0])
+
+    def __missing__(self, piece: str) -> int:
+        mapped = piece.encode("utf-8").decode("latin-1").translate(self.table)
+        self.ids.extend(t.id for t in self.model.tokenize(mapped))
+        self.starts.append(len(self.ids))
+        row = self[piece] = len(self.starts) - 2
+        return row
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_split():
+    import regex  # the `regex` package (a transformers dependency) knows \p{L}, \p{N}, \p{Z}
+
+    return regex.compile(_GPT2_SPLIT)
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_table() -> dict[int, str]:
+    return str.maketrans({chr(b): c for b, c in _bytes_to_unicode().items()})

@@ -1,0 +1,366 @@
+"""Data pipeline throughput and memory, with run_clm's tokenise-and-group recipe as the baseline in the same run.
+
+    python benchmarks/bench_data.py [--mb 100] [--second-mb 200] [--pack-mb 20] [--streaming] [--num-proc 2]
+                                    [--out benchmarks/results/bench_data.json]
+
+Corpus: the bundled sample (data/sample, 5.9 MB of public-domain text) repeated with edits until it reaches --mb
+megabytes of JSON lines: each copy of a document has 20% of its words replaced by random words of the corpus (so
+copies are new documents, not near duplicates), and 3% of documents are followed by a near copy (one run of 5% of
+the words replaced) for the dedup stage to find. Measurements, each in a fresh process so peak memory is its own:
+
+  pack       hf_llm `tokenize_and_pack` vs run_clm (`tokenizer(examples["text"])` with datasets.map, then
+             `group_texts` with Python list concatenation, exactly as transformers'
+             examples/pytorch/language-modeling/run_clm.py), same tokenizer, same documents, same block size;
+             with one core each, two cores each (num_proc=2), and run_clm's default (tokenizer threads on).
+  near_dedup MinHash signatures (batches of 1,000) + LSH clustering: documents per second.
+  pipeline   `build_prepared_data` with the default recipe (configs/data/sample.yaml settings) on the whole
+             corpus: documents per second, per-step timings, peak RSS of the process and of its workers.
+  pipeline_streaming  the same with data.streaming=true (memory comparison).
+
+Prints one JSON document and writes it to --out. The machine is shared: timings are what one run saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+SAMPLE = REPO / "data" / "sample" / "corpus.jsonl.gz"
+
+
+# ------------------------------------------------------------------------------------------------------ corpus
+
+
+def synthetic_corpus(path: Path, megabytes: float, seed: int = 0) -> dict:
+    """Write ~`megabytes` MB of JSON lines (id, source, text) derived from the bundled corpus; returns its stats."""
+    rng = np.random.default_rng(seed)
+    base = [json.loads(line) for line in gzip.open(SAMPLE, "rt", encoding="utf-8")]
+    vocab: dict[str, int] = {}
+    docs = []
+    for d in base:
+        paras = [np.array([vocab.setdefault(w, len(vocab)) for w in p.split()], dtype=np.int32)
+                 for p in d["text"].split("\n\n")]
+        docs.append((d["source"], paras))
+    words = np.array(list(vocab), dtype=object)
+    target, written, n = int(megabytes * 2**20), 0, 0
+    with open(path, "w", encoding="utf-8") as f:
+        copy = 0
+        while written < target:
+            for i, (source, paras) in enumerate(docs):
+                edited = []
+                for p in paras:  # a new document: 20% of the words replaced
+                    ids = p.copy()
+                    hit = rng.random(len(ids)) < 0.2
+                    ids[hit] = rng.integers(0, len(words), int(hit.sum()))
+                    edited.append(ids)
+                versions = [edited]
+                if rng.random() < 0.03:  # a near copy follows: one run of 5% of its words replaced
+                    flat = np.concatenate(edited)
+                    k = max(1, len(flat) // 20)
+                    at = int(rng.integers(0, max(1, len(flat) - k)))
+                    flat[at : at + k] = rng.integers(0, len(words), k)
+                    versions.append(np.split(flat, np.cumsum([len(x) for x in edited])[:-1]))
+                for v, paras_ids in enumerate(versions):
+                    text = "\n\n".join(" ".join(words[x].tolist()) for x in paras_ids)
+                    line = json.dumps({"id": f"{copy}-{i}" + ("-near" if v else ""), "source": source, "text": text})
+                    f.write(line + "\n")
+                    written += len(line.encode("utf-8")) + 1
+                    n += 1
+                if written >= target:
+                    break
+            copy += 1
+    return {"path": str(path), "megabytes": round(written / 2**20, 1), "documents": n}
+
+
+def sample_tokenizer(path: Path):
+    """The default recipe's tokenizer (byte-level BPE, 8,192 tokens) trained on the bundled corpus; cached."""
+    from hf_llm.config import TokenizerConfig
+    from hf_llm.data.tokenizer import load_tokenizer, train_bpe_tokenizer
+
+    if not (path / "tokenizer.json").exists():
+        texts = (json.loads(line)["text"] for line in gzip.open(SAMPLE, "rt", encoding="utf-8"))
+        train_bpe_tokenizer(texts, TokenizerConfig(vocab_size=8192)).save_pretrained(str(path))
+    return load_tokenizer(str(path))
+
+
+def peak_rss_mb() -> dict:
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(me, 1), "peak_rss_workers_mb": round(kids, 1)}
+
+
+class MemorySampler(threading.Thread):
+    """Peak anonymous and file-backed resident memory of this process, sampled every 0.1 s from /proc.
+
+    ru_maxrss counts the pages of memory-mapped Arrow files that were read; those are page cache the kernel takes
+    back under pressure, not memory the pipeline needs. RssAnon is what it needs (heap, numpy arrays).
+    """
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                for line in open("/proc/self/status"):
+                    key = line.split(":")[0]
+                    if key in self.peak:
+                        self.peak[key] = max(self.peak[key], int(line.split()[1]) // 1024)
+            except OSError:  # not Linux: ru_maxrss only
+                return
+            time.sleep(0.1)
+
+    def stop(self) -> dict:
+        self.running = False
+        self.join()
+        return {"peak_anonymous_mb": self.peak["RssAnon"], "peak_file_backed_mb": self.peak["RssFile"]}
+
+
+# ------------------------------------------------------------------------------------------------------ stages
+
+
+def stage_pack(corpus: Path, work: Path, megabytes: float, seq_len: int, num_proc: int) -> dict:
+    import datasets
+    from itertools import chain
+
+    from hf_llm.data.pack import tokenize_and_pack
+
+    datasets.disable_caching()  # every map really runs
+    datasets.disable_progress_bars()
+    tokenizer = sample_tokenizer(work / "tokenizer")
+    subset = work / f"pack_{megabytes}mb.jsonl"
+    if not subset.exists():
+        with open(corpus, encoding="utf-8") as src, open(subset, "w", encoding="utf-8") as dst:
+            size = 0
+            for line in src:
+                dst.write(line)
+                size += len(line.encode())
+                if size >= megabytes * 2**20:
+                    break
+    docs = datasets.load_dataset("json", data_files=str(subset), split="train", cache_dir=str(work / "hf"))
+    docs = docs.select_columns(["text"])
+    procs = num_proc if num_proc > 1 else None
+
+    t = time.perf_counter()
+    packed, stats, _ = tokenize_and_pack(docs, tokenizer, seq_len, add_bos=False, num_proc=procs)
+    ours = time.perf_counter() - t
+
+    # transformers examples/pytorch/language-modeling/run_clm.py, verbatim apart from logging
+    def tokenize_function(examples):
+        return tokenizer(examples["text"])
+
+    def group_texts(examples):
+        concatenated_examples = {k: list(chain(*examples[k])) for k in examples.keys()}
+        total_length = len(concatenated_examples[list(examples.keys())[0]])
+        total_length = (total_length // seq_len) * seq_len
+        result = {
+            k: [t[i : i + seq_len] for i in range(0, total_length, seq_len)]
+            for k, t in concatenated_examples.items()
+        }
+        result["labels"] = result["input_ids"].copy()
+        return result
+
+    t = time.perf_counter()
+    tokenized = docs.map(tokenize_function, batched=True, num_proc=procs, remove_columns=["text"])
+    t_tok = time.perf_counter() - t
+    lm = tokenized.map(group_texts, batched=True, num_proc=procs)
+    theirs = time.perf_counter() - t
+    base_tokens = sum(len(x) for x in tokenized["input_ids"])
+    return {
+        "documents": len(docs), "megabytes": megabytes, "seq_len": seq_len, "num_proc": num_proc,
+        "hf_llm": {"seconds": round(ours, 2), "tokens": stats["tokens"], "blocks": stats["blocks"],
+                   "tokens_per_second": round(stats["tokens"] / ours)},
+        "run_clm": {"seconds": round(theirs, 2), "tokenize_seconds": round(t_tok, 2),
+                    "group_texts_seconds": round(theirs - t_tok, 2), "tokens": base_tokens, "blocks": len(lm),
+                    "tokens_per_second": round(base_tokens / theirs)},
+        "speedup": round((stats["tokens"] / ours) / (base_tokens / theirs), 2),
+        "note": "run_clm adds no EOS between documents (GPT-2 style tokenizer), so it has one token fewer per document",
+    }
+
+
+def stage_near_dedup(corpus: Path, documents: int) -> dict:
+    from hf_llm.data.dedup import NearDedupConfig, minhash_signatures, near_duplicate_clusters
+
+    texts = []
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            if len(texts) >= documents:
+                break
+    cfg = NearDedupConfig()
+    t = time.perf_counter()
+    sig = np.concatenate([minhash_signatures(texts[i : i + 1000], cfg) for i in range(0, len(texts), 1000)])
+    t_sig = time.perf_counter() - t
+    _, drop = near_duplicate_clusters(sig, cfg)
+    total = time.perf_counter() - t
+    return {"documents": len(texts), "mean_chars": round(float(np.mean([len(x) for x in texts]))),
+            "signatures_seconds": round(t_sig, 2), "cluster_seconds": round(total - t_sig, 2),
+            "documents_per_second": round(len(texts) / total), "near_duplicates_removed": len(drop)}
+
+
+def stage_pipeline(corpus: Path, work: Path, num_proc: int, streaming: bool) -> dict:
+    import shutil
+
+    from hf_llm.config import PrepareDataConfig, load_config
+    from hf_llm.data.pipeline import build_prepared_data
+
+    cfg = load_config(REPO / "configs" / "data" / "sample.yaml", [
+        f"data.sources=[{{path: '{corpus}'}}]", f"data.num_proc={num_proc}", f"data.streaming={str(streaming).lower()}",
+        "tokenizer.max_train_documents=20000",  # BPE training is not what is measured; a capped sample is usual
+    ], schema=PrepareDataConfig)
+    out = work / ("prepared_stream" if streaming else "prepared")
+    sampler = MemorySampler()
+    sampler.start()
+    t = time.perf_counter()
+    prep = build_prepared_data(cfg.data, cfg.tokenizer, out)
+    seconds = time.perf_counter() - t
+    memory = sampler.stop()
+    card = prep.card
+    read = card["steps"][0]["documents_in"]
+    result = {
+        "streaming": streaming, "num_proc": num_proc, "seconds": round(seconds, 1),
+        "documents_in": read, "documents_out": card["split"]["train_documents"] + card["split"]["validation_documents"],
+        "documents_per_second": round(read / seconds, 1),
+        "megabytes_per_second": round(card["steps"][0]["characters_in"] / 2**20 / seconds, 2),
+        "train_tokens": card["train"]["tokens"], "rejections": card["rejections"],
+        "near_duplicates_removed": card["duplicate_clusters"]["near"]["documents_removed"],
+        "step_seconds": card["timings_seconds"], **peak_rss_mb(), **memory,
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+
+def pack_comparisons(a, common: list[str]) -> dict:
+    """Both recipes with the same cores: one each (tokenizers' threads off), two each (num_proc=2); and run_clm's
+    default, where the Rust tokenizer may use both cores' threads while hf_llm's encoder runs in one process."""
+    stage = ["--stage", "pack", "--pack-mb", str(a.pack_mb), "--seq-len", str(a.seq_len), *common]
+    runs = {
+        "one_core_each": run_stage([*stage, "--pack-num-proc", "1"], TOKENIZERS_PARALLELISM="false"),
+        "two_cores_each": run_stage([*stage, "--pack-num-proc", "2"], TOKENIZERS_PARALLELISM="false"),
+        "run_clm_default_threads": run_stage([*stage, "--pack-num-proc", "1"], TOKENIZERS_PARALLELISM="true"),
+    }
+    runs["speedup"] = {k: v["speedup"] for k, v in runs.items()}
+    return runs
+
+
+def corpus_info(corpus: Path, megabytes: float) -> dict:
+    if not corpus.exists():
+        return synthetic_corpus(corpus, megabytes)
+    return {"path": str(corpus), "megabytes": round(corpus.stat().st_size / 2**20, 1),
+            "documents": sum(1 for _ in open(corpus, encoding="utf-8"))}
+
+
+MEMORY_KEYS = ("peak_rss_mb", "peak_anonymous_mb", "peak_file_backed_mb", "peak_rss_workers_mb")
+
+
+def extrapolate(runs: list[tuple[float, dict]]) -> dict:
+    """Time and peak memory for 1 GB (1,024 MB) from the largest run, and memory's slope between two runs."""
+    mb, big = runs[-1]
+    out = {"from_megabytes": [r[0] for r in runs],
+           "pipeline_minutes_per_gb": round(big["seconds"] * 1024 / mb / 60, 1),
+           **{f"{key}_at_sizes": [r[1].get(key) for r in runs] for key in MEMORY_KEYS}}
+    if len(runs) == 2 and runs[1][0] > runs[0][0]:
+        (m0, r0), (m1, r1) = runs
+        for key in MEMORY_KEYS:
+            slope = (r1[key] - r0[key]) / (m1 - m0)
+            out[f"{key}_per_extra_mb"] = round(slope, 3)
+            out[f"{key}_at_1gb"] = round(r1[key] + max(0.0, slope) * (1024 - m1))
+    out["note"] = ("time: linear in corpus size (every step is per document; dedup clustering is near-linear numpy). "
+                   "memory: a linear fit through the two sizes. peak_rss_mb (ru_maxrss) includes the pages of the "
+                   "memory-mapped Arrow files read so far (reclaimable page cache); peak_anonymous_mb is the memory "
+                   "the process itself holds; workers: the largest datasets.map worker's ru_maxrss")
+    return out
+
+
+
+def run_stage(args: list[str], **env_extra: str) -> dict:
+    """One stage in a fresh interpreter: its peak memory is its own."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env_extra}
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {args} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mb", type=float, default=100.0, help="size of the synthetic corpus for the pipeline run")
+    p.add_argument("--pack-mb", type=float, default=20.0, help="corpus prefix for the tokenise-and-pack comparison")
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--dedup-docs", type=int, default=20000)
+    p.add_argument("--num-proc", type=int, default=2, help="datasets.map workers of the pipeline run")
+    p.add_argument("--pack-num-proc", type=int, default=1, help="datasets.map workers of both packing recipes")
+    p.add_argument("--streaming", action="store_true", help="also run the pipeline with data.streaming=true")
+    p.add_argument("--second-mb", type=float, default=0.0,
+                   help="also run the pipeline on a corpus of this size: peak memory and time at two sizes give the "
+                        "per-GB extrapolation")
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "hf_llm_bench_data"),
+                   help="corpora and outputs (hundreds of MB; kept between runs, outside the checkout)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_data.json"))
+    p.add_argument("--stage", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / f"corpus_{a.mb:g}mb.jsonl"
+    if a.stage == "pack":
+        print(json.dumps(stage_pack(corpus, work, a.pack_mb, a.seq_len, a.pack_num_proc)))
+        return
+    if a.stage == "near_dedup":
+        print(json.dumps(stage_near_dedup(corpus, a.dedup_docs)))
+        return
+    if a.stage == "corpus":
+        print(json.dumps(corpus_info(corpus, a.mb)))
+        return
+    if a.stage in ("pipeline", "pipeline_streaming"):
+        print(json.dumps(stage_pipeline(corpus, work, a.num_proc, a.stage == "pipeline_streaming")))
+        return
+
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    info = corpus_info(corpus, a.mb)
+    common = ["--mb", str(a.mb), "--work", str(work), "--num-proc", str(a.num_proc)]
+    result = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_at_start": [round(x, 2) for x in load_before]},
+        "corpus": info,
+        "pack": pack_comparisons(a, common),
+        "near_dedup": run_stage(["--stage", "near_dedup", "--dedup-docs", str(a.dedup_docs), *common]),
+        "pipeline": run_stage(["--stage", "pipeline", *common]),
+    }
+    if a.streaming:
+        result["pipeline_streaming"] = run_stage(["--stage", "pipeline_streaming", *common])
+    runs = [(info["megabytes"], result["pipeline"])]
+    if a.second_mb:
+        second = ["--mb", str(a.second_mb), "--work", str(work), "--num-proc", str(a.num_proc)]
+        big = run_stage(["--stage", "corpus", *second])
+        result["pipeline_second_size"] = {"corpus": big, **run_stage(["--stage", "pipeline", *second])}
+        runs.append((big["megabytes"], result["pipeline_second_size"]))
+    result["per_gb_extrapolation"] = extrapolate(runs)
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

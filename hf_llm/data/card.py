@@ -1,0 +1,316 @@
+"""The data card: what went in, what came out at every step, and why anything was dropped.
+
+`build_card` turns the pipeline's measurements into `data_card.json` (the keys pretraining's summary and model card
+read — "train"/"validation" with "tokens", "unigram_validation_loss", "sources", "fingerprint" — plus everything
+else); `render_markdown` writes the same as DATA_CARD.md, with the token-length histogram drawn in Unicode blocks,
+and `write_histogram_png` draws it as a small PNG with numpy and zlib (no plotting library needed).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .plan import KEPT, STEPS, step_of
+
+
+@dataclass
+class CardInputs:
+    data: Any  # DataConfig
+    tok_cfg: Any  # TokenizerConfig
+    specs: list  # SourceSpec per source
+    keys: Any  # plan.Keys
+    plan: Any  # plan.DocumentPlan
+    passes: list  # per source, per pass: indices drawn for training
+    tokenizer: Any
+    adds_bos: bool
+    emitted: Any  # pipeline.Emitted
+    timings: dict[str, float]
+    eval_names: list[str]
+    fingerprint: str
+
+
+def build_card(x: CardInputs) -> dict[str, Any]:
+    keys, plan, e = x.keys, x.plan, x.emitted
+    labels = [s.label for s in x.specs]
+    # the step that rejects each reason code; kept documents pass every step
+    step_index = {code: len(STEPS) if code == KEPT else STEPS.index(step_of(r)) for code, r in enumerate(keys.reasons)}
+    steps = _steps(x, labels, step_index)
+    rejections: dict[str, int] = {}
+    for status in plan.status:
+        codes, counts = np.unique(status, return_counts=True)
+        for c, n in zip(codes, counts):
+            if c != KEPT:
+                rejections[keys.reasons[c]] = rejections.get(keys.reasons[c], 0) + int(n)
+    n_train = sum(int(plan.train(i).sum()) for i in range(len(labels)))
+    n_val = sum(int(plan.validation[i].sum()) for i in range(len(labels)))
+    total_drawn = max(1, sum(e.drawn_tokens))
+    sources = {}
+    for i, (spec, src) in enumerate(zip(x.specs, x.data.sources)):
+        status = plan.status[i]
+        kept = status == KEPT
+        sources[spec.label] = {
+            "path": spec.path, "format": spec.fmt, "files": len(spec.files), "weight": src.weight,
+            "documents_in": int(len(status)), "documents_out": int(kept.sum()),
+            "characters_in": int(keys.chars_in[i].sum()), "characters_out": int(keys.chars_out[i][kept].sum()),
+            "tokens_out": int(e.tokens_by_code[i][KEPT]),
+            "train_documents": int(plan.train(i).sum()), "validation_documents": int(plan.validation[i].sum()),
+            "mixture_documents": e.drawn_documents[i], "mixture_passes": len(x.passes[i]),
+            "mixture_tokens": e.drawn_tokens[i], "mixture_token_share": round(e.drawn_tokens[i] / total_drawn, 4),
+            "pii_replaced": sum(keys.pii[i].values()),
+        }
+    val_tokens = e.validation_unigram.sum()
+    from .pack import unigram_cross_entropy_from_counts
+
+    card = {
+        "format_version": 2,
+        "fingerprint": x.fingerprint,
+        "streaming": x.data.streaming,
+        "sources": sources,
+        "steps": steps,
+        "rejections": dict(sorted(rejections.items(), key=lambda kv: -kv[1])),
+        "rejected_documents": int(sum(rejections.values())),
+        "read_problems": {"count": keys.read_problem_count, "first": keys.read_problems},
+        "pii_replaced": {k: sum(p[k] for p in keys.pii) for k in ("email", "ip", "phone")},
+        "duplicate_clusters": _clusters(plan.clusters, e.representative_origins),
+        "decontamination": _decontam(x, labels),
+        "split": {"train_documents": n_train, "validation_documents": n_val},
+        "mixture": {"mix_by": x.data.mix_by, "seed": x.data.seed,
+                    "sources": {l: {k: sources[l][k] for k in ("weight", "train_documents", "mixture_documents",
+                                                               "mixture_passes", "mixture_tokens",
+                                                               "mixture_token_share")} for l in labels}},
+        "train": _split_stats(e.train_stats, x.data.packing),
+        "validation": _split_stats(e.validation_stats, x.data.packing),
+        "characters": {"train": sum(e.drawn_characters), "validation": e.validation_characters},
+        "token_length_histogram": token_length_histogram(e.kept_lengths),
+        "vocab_size": len(x.tokenizer),
+        "adds_bos": x.adds_bos,
+        "tokenizer": {"trained": not x.tok_cfg.name_or_path, "name_or_path": x.tok_cfg.name_or_path,
+                      "vocab_size": len(x.tokenizer)},
+        "unigram_validation_loss": unigram_cross_entropy_from_counts(e.train_unigram, e.validation_unigram)
+        if val_tokens else None,
+        "rejects_rows": e.rejects,
+        "config": _plain(asdict(x.data)),
+        "timings_seconds": x.timings,
+    }
+    return card
+
+
+def _steps(x: CardInputs, labels: list[str], step_index: dict[int, int]) -> list[dict]:
+    """Documents, characters and tokens into and out of each step, overall and per source.
+
+    Characters are counted on the text as read up to the clean step's input, on the cleaned text after it; tokens
+    on the cleaned text (the tokenizer does not exist before cleaning), so the read step has none.
+    """
+    keys, plan, e = x.keys, x.plan, x.emitted
+    steps = []
+    for k, name in enumerate(STEPS):
+        entry = {"step": name, "documents_in": 0, "documents_out": 0, "characters_in": 0, "characters_out": 0,
+                 "tokens_in": None if name == "read" else 0, "tokens_out": None if name == "read" else 0,
+                 "rejected": {}, "by_source": {}}
+        for i, label in enumerate(labels):
+            st = np.array([step_index[c] for c in range(len(keys.reasons))])[plan.status[i]]
+            into, out = st >= k, st > k
+            chars_before = keys.chars_in[i] if k <= STEPS.index("clean") else keys.chars_out[i]
+            chars_after = keys.chars_in[i] if k < STEPS.index("clean") else keys.chars_out[i]
+            tok = e.tokens_by_code[i]
+            step_tokens = lambda pred: int(sum(tok[c] for c in range(len(tok)) if pred(step_index[c])))  # noqa: E731
+            row = {"documents_in": int(into.sum()), "documents_out": int(out.sum()),
+                   "characters_in": int(chars_before[into].sum()), "characters_out": int(chars_after[out].sum())}
+            if name != "read":
+                row["tokens_in"] = step_tokens(lambda s: s >= k)
+                row["tokens_out"] = step_tokens(lambda s: s > k)
+            for key, v in row.items():
+                entry[key] += v
+            entry["by_source"][label] = row
+            codes, counts = np.unique(plan.status[i][st == k], return_counts=True)
+            for c, n in zip(codes, counts):
+                entry["rejected"][keys.reasons[c]] = entry["rejected"].get(keys.reasons[c], 0) + int(n)
+        steps.append(entry)
+    return steps
+
+
+def _clusters(clusters: dict, origins: dict[int, str]) -> dict:
+    out = {}
+    for kind, c in clusters.items():
+        out[kind] = {**c, "largest": [{"kept": origins.get(x["representative"], f"#{x['representative']}"),
+                                        "size": x["size"]} for x in c["largest"]]}
+    return out
+
+
+def _decontam(x: CardInputs, labels: list[str]) -> dict:
+    cfg = x.data.decontam
+    if not cfg.enabled:
+        return {"enabled": False}
+    code = x.keys.reasons.index("decontaminated") if "decontaminated" in x.keys.reasons else None
+    removed = {name: 0 for name in x.eval_names}
+    for status, cont in zip(x.plan.status, x.keys.contaminated):
+        if code is None:
+            break
+        for k, name in enumerate(x.eval_names, start=1):
+            removed[name] += int(((status == code) & (cont == k)).sum())
+    return {"enabled": True, "ngram": cfg.ngram, "removed": removed, "examples": x.emitted.decontam_examples}
+
+
+def _split_stats(stats: dict, packing: str) -> dict:
+    capacity = stats.get("blocks", 0) * stats.get("seq_len", 0)
+    used = stats.get("tokens", 0) - stats.get("tokens_dropped_at_end", 0)
+    return {**stats, "packing": packing, "fill": round(used / capacity, 4) if capacity else None}
+
+
+def token_length_histogram(lengths: np.ndarray) -> dict:
+    """Documents per power-of-two token-length bin ([64, 128), [128, 256), ...) from the shortest to the longest."""
+    if len(lengths) == 0:
+        return {"edges": [], "counts": [], "documents": 0}
+    low = int(np.floor(np.log2(max(1, int(lengths.min())))))
+    top = max(low + 1, int(np.ceil(np.log2(int(lengths.max()) + 1))))
+    edges = [2**k for k in range(low, top + 1)]
+    counts, _ = np.histogram(lengths, bins=edges)
+    q = np.percentile(lengths, [50, 90, 99])
+    return {"edges": edges, "counts": counts.tolist(), "documents": int(len(lengths)),
+            "mean": round(float(lengths.mean()), 1), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+            "max": int(lengths.max())}
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+# --------------------------------------------------------------------------------------------------- markdown
+
+
+def _n(v: Optional[float]) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"
+
+
+def bar_chart(hist: dict, width: int = 40) -> str:
+    """The histogram as text: one row per bin, a bar of Unicode eighth-blocks, and the count."""
+    counts = hist.get("counts", [])
+    if not counts or max(counts) == 0:
+        return "(no documents)"
+    blocks = " ▏▎▍▌▋▊▉█"
+    top = max(counts)
+    rows = []
+    for lo, hi, c in zip(hist["edges"][:-1], hist["edges"][1:], counts):
+        eighths = round(c / top * width * 8)
+        bar = "█" * (eighths // 8) + (blocks[eighths % 8] if eighths % 8 else "")
+        rows.append(f"{lo:>7,}–{hi - 1:<7,} {bar:<{width}} {c:,}")
+    return "\n".join(rows)
+
+
+def render_markdown(card: dict) -> str:
+    t, v = card["train"], card["validation"]
+    lines = [
+        "# Data card",
+        "",
+        f"Fingerprint `{card['fingerprint']}` · {'streaming' if card['streaming'] else 'in-memory'} build · "
+        f"tokenizer: {'trained BPE' if card['tokenizer']['trained'] else card['tokenizer']['name_or_path']} "
+        f"({card['vocab_size']:,} tokens{', BOS + EOS' if card['adds_bos'] else ', EOS'} per document)",
+        "",
+        "## Summary",
+        "",
+        "| | documents | tokens | blocks | padding | dropped | fill |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in (("train", t), ("validation", v)):
+        lines.append(f"| {name} | {_n(s['documents'])} | {_n(s['tokens'])} | {_n(s['blocks'])} | "
+                     f"{_n(s.get('padding_tokens', 0))} | {_n(s.get('tokens_dropped_at_end', 0))} | "
+                     f"{'–' if s.get('fill') is None else format(s['fill'], '.1%')} |")
+    lines += [
+        "",
+        f"Blocks of {t['seq_len']} tokens, `{t['packing']}` packing; {_n(t['documents_split'])} training documents "
+        f"span more than one block. Rejected: {_n(card['rejected_documents'])} documents (in `rejects/`, each with "
+        f"its reason). Unigram validation loss (the floor a model must beat): {_n(card['unigram_validation_loss'])}.",
+        "",
+        "## Steps",
+        "",
+        "| step | documents in | documents out | characters in | characters out | tokens in | tokens out | rejected |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in card["steps"]:
+        rejected = ", ".join(f"{k}: {n:,}" for k, n in s["rejected"].items()) or "–"
+        lines.append(f"| {s['step']} | {_n(s['documents_in'])} | {_n(s['documents_out'])} | "
+                     f"{_n(s['characters_in'])} | {_n(s['characters_out'])} | {_n(s['tokens_in'])} | "
+                     f"{_n(s['tokens_out'])} | {rejected} |")
+    lines += ["", "Tokens are counted on the cleaned text, so the read step has none.", "", "## Sources", "",
+              "| source | format | weight | docs in | docs out | chars out | tokens out | train docs | drawn | "
+              "passes | token share |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, s in card["sources"].items():
+        lines.append(f"| {label} | {s['format']} | {s['weight']} | {_n(s['documents_in'])} | "
+                     f"{_n(s['documents_out'])} | {_n(s['characters_out'])} | {_n(s['tokens_out'])} | "
+                     f"{_n(s['train_documents'])} | {_n(s['mixture_documents'])} | {s['mixture_passes']} | "
+                     f"{s['mixture_token_share']:.1%} |")
+    lines += ["", f"Mixed by {card['mixture']['mix_by']} (seed {card['mixture']['seed']}).", "",
+              "## Rejections", "", "| reason | documents |", "|---|---:|"]
+    lines += [f"| {r} | {n:,} |" for r, n in card["rejections"].items()] or ["| (none) | 0 |"]
+    problems = card["read_problems"]
+    if problems["count"]:
+        lines += ["", f"Unreadable rows: {problems['count']:,}; the first ones:", ""]
+        lines += [f"- `{p}`" for p in problems["first"][:20]]
+    pii = card["pii_replaced"]
+    lines += ["", f"PII replaced with placeholders: {pii['email']:,} e-mail addresses, {pii['ip']:,} IP addresses, "
+              f"{pii['phone']:,} phone numbers.", "", "## Duplicates", ""]
+    for kind, c in card["duplicate_clusters"].items():
+        lines.append(f"- **{kind}**: {c['clusters']:,} clusters of two or more, {c['documents_removed']:,} documents "
+                     f"removed (one kept per cluster)")
+        lines += [f"  - {x['size']:,} copies of `{x['kept']}`" for x in c["largest"]]
+    if not card["duplicate_clusters"]:
+        lines.append("Deduplication was disabled.")
+    d = card["decontamination"]
+    lines += ["", "## Decontamination", ""]
+    if d["enabled"]:
+        lines += [f"- {name}: {n:,} documents removed (shared a {d['ngram']}-word n-gram)"
+                  for name, n in d["removed"].items()]
+    else:
+        lines.append("Disabled (enable with data.decontam.enabled=true and eval_files / eval_datasets).")
+    h = card["token_length_histogram"]
+    lines += ["", "## Document length (tokens)", "", "![token lengths](token_lengths.png)", "", "```",
+              bar_chart(h), "```", ""]
+    if h.get("documents"):
+        lines.append(f"{h['documents']:,} kept documents; mean {h['mean']:,}, median {h['p50']:,.0f}, "
+                     f"p90 {h['p90']:,.0f}, p99 {h['p99']:,.0f}, max {h['max']:,} tokens.")
+    lines += ["", "## Timings (seconds)", "", " · ".join(f"{k} {v:.1f}" for k, v in card["timings_seconds"].items()),
+              ""]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------------- PNG
+
+
+def write_histogram_png(hist: dict, path: str | Path, width: int = 480, height: int = 160) -> None:
+    """The histogram as bars on a white canvas, one bar per bin (log2 token lengths, left to right)."""
+    img = np.full((height, width, 3), 255, dtype=np.uint8)
+    counts = hist.get("counts", [])
+    if counts and max(counts) > 0:
+        n, pad = len(counts), 8
+        slot = (width - 2 * pad) / n
+        for k, c in enumerate(counts):
+            h = int(round(c / max(counts) * (height - 2 * pad)))
+            x0, x1 = int(pad + k * slot + 1), int(pad + (k + 1) * slot - 1)
+            if h and x1 > x0:
+                img[height - pad - h : height - pad, x0:x1] = (70, 110, 180)
+        img[height - pad, pad : width - pad] = (0, 0, 0)  # the axis
+    Path(path).write_bytes(png_bytes(img))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """A minimal PNG (8-bit RGB, no filtering) from an (h, w, 3) uint8 array."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")

@@ -123,10 +123,11 @@ def main() -> None:
     ])
     cfg.train.save_every = None
     prep = build_prepared_data(cfg.data, cfg.tokenizer, Path(tempfile.mkdtemp()) / "data")
-    from hf_llm.data.sources import load_sources
+    import gzip
 
-    docs, _ = load_sources(cfg.data)
-    texts = docs["text"]
+    # run_clm reads the raw text: the corpus as shipped, one document per JSON line.
+    with gzip.open(cfg.data.sources[0].path, "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
     val_blocks = [list(x) for x in prep.validation["input_ids"]]
     eos = prep.tokenizer.eos_token_id
 

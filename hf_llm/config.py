@@ -123,7 +123,7 @@ class TrainConfig:
     micro_batch_size: int = 16  # sequences per forward pass per process
     grad_accum_steps: int = 1  # micro-batches per optimizer step; loss is normalised by target tokens
     global_batch_size: Optional[int] = None  # sequences per optimizer step over all processes; sets grad_accum_steps
-    max_steps: Optional[int] = 600  # optimizer steps; with max_tokens, whichever comes first
+    max_steps: Optional[int] = 200  # optimizer steps; with max_tokens, whichever comes first
     max_tokens: Optional[int] = None  # token budget (global, counting every position of every block)
     lr: float = 3e-3  # peak learning rate; small models take large rates
     min_lr_ratio: float = 0.1  # final LR as a fraction of the peak
@@ -145,6 +145,7 @@ class TrainConfig:
     keep_last: int = 2  # checkpoints kept on disk (oldest removed)
     resume_from: Optional[str] = None  # latest | a checkpoint folder
     stop_after_steps: Optional[int] = None  # end this invocation early (a job's time slice); the schedule is kept
+    cpu_threads: Optional[int] = None  # torch threads per process on CPU; None = cores / local processes
     peak_flops: Optional[float] = None  # per device FLOP/s for MFU; None = GPU table or measured CPU peak
     tensorboard: bool = True
 

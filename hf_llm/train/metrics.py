@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -35,22 +33,10 @@ def measure_matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 3, de
     return 2.0 * n**3 / best
 
 
-def cpu_peak_flops(dtype: torch.dtype, cache_dir: Optional[Path] = None) -> float:
-    """Measured once per CPU model, thread count and dtype, then cached (~1 s the first time)."""
-    cache = (cache_dir or Path(os.environ.get("HF_LLM_CACHE", Path.home() / ".cache" / "hf_llm"))) / "peak_flops.json"
-    key = f"{cpu_name()}|threads={torch.get_num_threads()}|{dtype}|torch={torch.__version__}"
-    try:
-        table = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        table = {}
-    if key not in table:
-        table[key] = measure_matmul_flops(dtype)
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(table, indent=1))
-        except OSError:
-            pass  # a read-only home must not stop training
-    return float(table[key])
+def cpu_peak_flops(dtype: torch.dtype) -> float:
+    """Measured at the start of each run (~0.5 s), best of several: a cached figure taken while the machine
+    was busy would overstate MFU for every later run."""
+    return measure_matmul_flops(dtype, repeats=5)
 
 
 def device_peak_flops(device: torch.device, precision: str, override: Optional[float] = None) -> Optional[float]:

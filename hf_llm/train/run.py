@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -60,7 +60,7 @@ def make_accelerator(train: TrainConfig, precision: str, out: Path):
     # DeepSpeed on CPU needs gloo named explicitly; a single process must get no backend at all.
     distributed = world > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision={"fp32": "no"}.get(precision, precision),
         # The loop decides when a window ends; an epoch boundary must not cut a window short.
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=train.grad_accum_steps, sync_with_dataloader=False),
@@ -69,6 +69,18 @@ def make_accelerator(train: TrainConfig, precision: str, out: Path):
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         kwargs_handlers=handlers,
     )
+    if accelerator.device.type == "cpu":
+        set_cpu_threads(train.cpu_threads)
+    return accelerator
+
+
+def set_cpu_threads(requested: Optional[int]) -> int:
+    """`accelerate launch` exports OMP_NUM_THREADS=1 even for a single process, which halves CPU throughput on two
+    cores; give each process its share of the cores instead (or what the recipe asks for)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = requested or max(1, (os.cpu_count() or 1) // local)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def check_deepspeed(accelerator, train: TrainConfig, precision: str) -> None:

@@ -16,12 +16,12 @@ from typing import Any, Optional
 
 import torch
 
-from .config import ConfigError, RunConfig, config_to_yaml, save_config
+from .config import ConfigError, RunConfig, config_to_yaml
 from .model import build_model_config, load_pretrained, max_positions
 from .sft import LengthGroupedSampler, PaddingCollator, SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
 from .train.checkpoint import LoopState, export_model
 from .train.collate import PackedCollator
-from .train.run import fit, make_accelerator, resolve_precision
+from .train.run import fit, resolve_precision, start_run
 
 METHODS = ("full", "lora", "qlora")
 
@@ -183,13 +183,8 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
 
     precision, model_config = check_finetune_config(cfg)
     tokenizer, notes = load_sft_tokenizer(cfg, model_config)
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg.train, precision, out)
     started = time.perf_counter()
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    set_seed(cfg.train.seed)
+    accelerator, out = start_run(cfg, precision)
     with accelerator.main_process_first():  # the main process writes the datasets cache, the others read it
         data = build_sft_datasets(cfg.data, cfg.sft, tokenizer, adds_bos(tokenizer))
     for line in notes.values():

@@ -10,11 +10,11 @@ from typing import Any, Optional
 
 import torch
 
-from .config import ConfigError, RunConfig, config_to_yaml, save_config
+from .config import ConfigError, RunConfig, config_to_yaml
 from .model import build_model, build_model_config, count_parameters, max_positions
 from .train.checkpoint import LoopState, export_model
 from .train.collate import PackedCollator
-from .train.run import make_accelerator, resolve_precision, fit
+from .train.run import fit, resolve_precision, start_run
 
 
 def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
@@ -59,13 +59,8 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     precision, _ = check_run_config(cfg)
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg.train, precision, out)
     started = time.perf_counter()
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    set_seed(cfg.train.seed)
+    accelerator, out = start_run(cfg, precision)
     prep = prepare_data(cfg, accelerator, out)
     tokenizer = prep.tokenizer
     from .data.tokenizer import special_token_ids

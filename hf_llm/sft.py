@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from .config import ConfigError, DataConfig, SourceConfig
+from .data.pipeline import split_documents
 from .data.sources import DataError, load_source, mixture_counts, sample_indices, source_label
 from .train.collate import IGNORE_INDEX
 from .train.loop import EpochSampler
@@ -288,23 +289,13 @@ def build_sft_datasets(data: DataConfig, sft: SFTConfig, tokenizer, bos: bool = 
         chosen = [p.select(sample_indices(len(p), c, data.seed + i))
                   for i, (p, c) in enumerate(zip(parts, counts)) if c > 0]
         mixed = concatenate_datasets(chosen)
-    train, validation = split_examples(mixed, data.validation_fraction, data.max_validation_documents, data.seed)
+    train, validation = split_documents(mixed, data.validation_fraction, data.max_validation_documents, data.seed)
     stats = {"sources": sources, "train": _split_stats(train, sft.max_length),
              "validation": _split_stats(validation, sft.max_length)}
     if sft.packing:
         train, validation = (pack_dataset(d, sft.max_length, tokenizer.pad_token_id) for d in (train, validation))
         stats["train"]["rows"], stats["validation"]["rows"] = len(train), len(validation)
     return SFTData(train, validation, stats)
-
-
-def split_examples(ds, fraction: float, max_examples: int, seed: int):
-    """Hold out whole examples (conversations) for validation, like pretraining holds out whole documents."""
-    n = len(ds)
-    if n < 2:
-        raise DataError(f"the data has {n} usable example(s); at least 2 are needed to hold out validation")
-    n_val = min(max(1, round(fraction * n)), max_examples, n - 1)
-    split = ds.train_test_split(test_size=n_val, seed=seed, shuffle=True)
-    return split["train"], split["test"]
 
 
 def _split_stats(ds, max_length: int) -> dict[str, Any]:

@@ -60,10 +60,10 @@ def data_fingerprint(data: DataConfig, tok: TokenizerConfig) -> str:
 
 
 def split_documents(docs, fraction: float, max_docs: int, seed: int):
-    """Hold out whole documents of an in-memory dataset for validation, so no document is in both splits."""
+    """Hold out whole documents (or SFT examples) of an in-memory dataset, so none is in both splits."""
     n = len(docs)
     if n < 2:
-        raise DataError(f"the corpus has {n} usable document(s); at least 2 are needed to hold out validation")
+        raise DataError(f"the data has {n} usable document(s)/example(s); at least 2 are needed to hold out validation")
     n_val = min(max(1, round(fraction * n)), max_docs, n - 1)
     split = docs.train_test_split(test_size=n_val, seed=seed, shuffle=True)
     return split["train"], split["test"]

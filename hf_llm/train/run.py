@@ -37,6 +37,21 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
+def start_run(cfg: RunConfig, precision: str):
+    """The Accelerator, the output folder with the resolved config in it, and the seed: how every job begins."""
+    from accelerate.utils import set_seed
+
+    from ..config import save_config
+
+    out = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.train, precision, out)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")  # after make_accelerator, which resolves grad_accum_steps
+    set_seed(cfg.train.seed)
+    return accelerator, out
+
+
 def resolve_accumulation(train: TrainConfig, world: int) -> int:
     """Accumulation steps: given, or derived from `global_batch_size`, which must split evenly over processes."""
     if train.global_batch_size is None:

@@ -40,7 +40,7 @@ class NearDedupConfig:
     bands: int = 16  # LSH bands; with rows=8 the candidate S-curve is centred near J=0.71, below the threshold
     rows: int = 8  # rows per band; bands * rows must equal num_perm
     ngram: int = 5  # word n-gram shingle size (as in Gopher/FineWeb); shorter documents become one shingle
-    threshold: float = 0.8  # Jaccard similarity at or above which two documents count as near duplicates
+    threshold: float = 0.75  # Jaccard at or above which documents are near duplicates; 0.75 catches ~5%-edited copies
     seed: int = 42  # seeds the permutations; signatures are only comparable when computed with the same seed
     verify: bool = True  # drop LSH candidate pairs whose signature Jaccard estimate is below threshold (precision)
     lowercase: bool = True  # case differences alone should not hide a near copy

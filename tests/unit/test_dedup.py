@@ -231,9 +231,10 @@ def test_near_dedup_quality(corpus: Corpus):
     # As in the pipeline, near dedup runs on what exact dedup kept.
     _, exact_drop = find_exact_duplicates(exact_hash_batch({"text": corpus.texts})["exact_hash"])
     survivors = np.setdiff1d(np.arange(len(corpus.texts)), exact_drop)
-    # 0.75, not the 0.8 default: these copies have true J 0.83-0.88 (one 5% span on 100-300 words), within 1-2
-    # standard errors (0.035 at 128 permutations) of 0.8, so at 0.8 recall is a coin toss for the shortest docs.
-    cfg = NearDedupConfig(threshold=0.75)
+    # The default threshold (0.75): these copies have true J 0.83-0.88 (one 5% span on 100-300 words), within 1-2
+    # standard errors (0.035 at 128 permutations) of 0.8, so at 0.8 recall would be a coin toss for short docs.
+    cfg = NearDedupConfig()
+    assert cfg.threshold == 0.75
     sig = minhash_signatures([corpus.texts[i] for i in survivors], cfg)
     cluster, drop = near_duplicate_clusters(sig, cfg)
     flagged = set(survivors[drop].tolist())

@@ -80,6 +80,7 @@ class DataConfig:
     num_proc: int = 1  # worker processes for datasets.map
     seed: int = 1234  # shuffling, mixing and the train/validation split
     streaming: bool = False  # read sources lazily in several passes: memory stays flat, the result is the same
+    stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
     strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
     packing: str = "concat"  # concat (concatenate and chunk: no padding) | best_fit (whole documents, padded)
     best_fit_window: int = 1000  # documents best_fit packs together: larger wastes less padding, costs more time

@@ -30,6 +30,10 @@ def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
             f"data.seq_len={cfg.data.seq_len} exceeds the model's max_position_embeddings={limit}; lower "
             f"data.seq_len or raise model.overrides.max_position_embeddings"
         )
+    if cfg.data.stream_train:
+        from .data.stream import check_stream_config
+
+        check_stream_config(cfg.data, cfg.tokenizer.name_or_path)
     if cfg.data.prepared is None:
         from .data.sources import resolve_files
 
@@ -43,8 +47,17 @@ def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
 
 def prepare_data(cfg: RunConfig, accelerator, out: Path):
     """The prepared folder: given, reused from an earlier run with the same data config, or built (main first)."""
-    from .data.pipeline import build_prepared_data, load_prepared, reusable
+    from .data.pipeline import PreparedData, build_prepared_data, load_prepared, reusable
 
+    if cfg.data.stream_train:  # nothing written: validation is packed in memory, training is read as it goes
+        from .data.stream import validation_dataset
+        from .data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer.name_or_path)
+        validation = validation_dataset(cfg.data, tokenizer)
+        card = {"streamed": True, "train": {"seq_len": cfg.data.seq_len},
+                "validation": {"blocks": len(validation), "tokens": len(validation) * cfg.data.seq_len}}
+        return PreparedData(None, validation, tokenizer, card, out)
     if cfg.data.prepared:
         return load_prepared(cfg.data.prepared, cfg.tokenizer.name_or_path)
     target = out / "data"
@@ -66,7 +79,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     from .data.tokenizer import special_token_ids
 
     model_config = build_model_config(cfg.model, len(tokenizer), special_token_ids(tokenizer))
-    seq_len = len(prep.train[0]["input_ids"])
+    seq_len = cfg.data.seq_len if prep.train is None else len(prep.train[0]["input_ids"])
     if seq_len != cfg.data.seq_len and cfg.data.prepared:
         accelerator.print(f"note: the prepared data has blocks of {seq_len} tokens; data.seq_len is ignored")
     set_seed(cfg.train.seed)  # the same initial weights whatever data preparation consumed from the RNG
@@ -82,9 +95,15 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
         return _model_card(cfg, model_config, n_params, prep.card, interim, loss_curve=bool(files)), files
 
     push_hook, pusher = checkpoint_push_hook(cfg.hub, accelerator, tokenizer, out, card_for)
+    stream = None
+    if prep.train is None:
+        from .data.stream import batched_train_stream
+
+        stream = batched_train_stream(cfg.data, tokenizer, accelerator.process_index, accelerator.num_processes,
+                                      cfg.train.micro_batch_size, collate)
     state, model = fit(cfg, accelerator, model, model_config, prep.train, prep.validation, collate, seq_len, precision,
                        out, description=f"model: {model_config.model_type}, {n_params:,} parameters",
-                       on_checkpoint=push_hook)
+                       on_checkpoint=push_hook, train_stream=stream)
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
     card, files = card_for(state)
     export_dir = export_model(accelerator, model, tokenizer, out / "model", card, extra_files=files)
@@ -123,7 +142,7 @@ def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: 
         "parameters": n_params,
         "steps": state.step,
         "tokens_seen": state.tokens_seen,
-        "epochs": round(state.tokens_seen / max(1, prep.card["train"]["tokens"]), 3),
+        "epochs": None if prep.train is None else round(state.tokens_seen / max(1, prep.card["train"]["tokens"]), 3),
         "wall_seconds": round(seconds, 1),
         "train_seconds": round(state.elapsed_seconds, 1),
         "processes": world,
@@ -170,7 +189,7 @@ def format_summary(s: dict[str, Any]) -> str:
         "hf_llm pretraining summary",
         "-" * 72,
         f"parameters        {s['parameters']:,}",
-        f"steps / tokens    {s['steps']:,} steps, {s['tokens_seen']:,} tokens ({s['epochs']} epochs)",
+        f"steps / tokens    {s['steps']:,} steps, {s['tokens_seen']:,} tokens ({f(s['epochs'], 'g')} epochs)",
         f"time              {s['train_seconds']:.0f} s training, {s['wall_seconds']:.0f} s in all, "
         f"{s['processes']} process(es), {s['precision']}",
         f"throughput        {f(s['median_tokens_per_second'], ',.0f')} tokens/s, MFU {f(s['median_mfu'], '.1%')}",

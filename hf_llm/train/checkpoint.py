@@ -24,6 +24,7 @@ class LoopState:
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches this process consumed in the current epoch
     elapsed_seconds: float = 0.0
+    stream_positions: list[list[int]] = field(default_factory=list)  # data.stream_train: [epoch, batches] per process
     train_loss: Optional[float] = None
     val_loss: Optional[float] = None
     history: list[dict[str, Any]] = field(default_factory=list)  # logged points, for the model card's curve

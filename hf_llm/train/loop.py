@@ -55,15 +55,35 @@ def build_eval_loader(dataset, batch_size: int, collate: Callable) -> DataLoader
 
 
 class BatchStream:
-    """Endless micro-batches over epochs; `state.epoch`/`state.batches_in_epoch` say where it is."""
+    """Endless micro-batches over epochs; `state.epoch`/`state.batches_in_epoch` say where it is.
+
+    `loader` is a DataLoader, or for a stream already split by node (`data.stream_train`) a callable
+    `open(epoch, skip_batches)` → that epoch's micro-batches of this process after the first `skip_batches`.
+    Streams end at different times on different processes, so each one resumes at its own position
+    (`state.stream_positions`, gathered at every checkpoint).
+    """
 
     def __init__(self, accelerator, loader, state: LoopState):
         self.accelerator, self.loader, self.state = accelerator, loader, state
-        if len(loader) == 0:
+        self.opens = not isinstance(loader, DataLoader) and callable(loader)
+        if self.opens and state.stream_positions:
+            if len(state.stream_positions) != accelerator.num_processes:
+                raise ValueError(f"the checkpoint's stream was split over {len(state.stream_positions)} processes; "
+                                 f"resume a streamed run with the same number ({accelerator.num_processes} now)")
+            state.epoch, state.batches_in_epoch = state.stream_positions[accelerator.process_index]
+        elif not self.opens and len(loader) == 0:
             raise ValueError("the training set has fewer blocks than one micro-batch per process; lower micro_batch_size")
         self._it: Optional[Iterator] = None
 
+    def positions(self) -> list[list[int]]:
+        """[epoch, batches_in_epoch] of every process (a collective: every process calls it)."""
+        here = torch.tensor([[self.state.epoch, self.state.batches_in_epoch]], device=self.accelerator.device)
+        return self.accelerator.gather(here).tolist()
+
     def _start_epoch(self) -> None:
+        if self.opens:
+            self._it = self.loader(self.state.epoch, self.state.batches_in_epoch)
+            return
         self.loader.set_epoch(self.state.epoch) if hasattr(self.loader, "set_epoch") else None
         sampler = getattr(self.loader, "sampler", None)
         for s in (sampler, getattr(getattr(self.loader, "batch_sampler", None), "sampler", None)):
@@ -83,7 +103,10 @@ class BatchStream:
             self.state.epoch += 1
             self.state.batches_in_epoch = 0
             self._start_epoch()
-            batch = next(self._it)
+            batch = next(self._it, None)
+            if batch is None:
+                raise ValueError("this process's training data holds less than one micro-batch; lower "
+                                 "micro_batch_size or use fewer processes")
         self.state.batches_in_epoch += 1
         return batch
 
@@ -219,6 +242,7 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
             window_start = time.perf_counter()  # validation time is not training throughput
         state.elapsed_seconds = time.perf_counter() - run_start
         if (train.save_every and state.step % train.save_every == 0) or last:
+            state.stream_positions = stream.positions() if stream.opens else []
             save_checkpoint(acc, setup.checkpoint_dir, state, train.keep_last)
             if on_checkpoint is not None:
                 on_checkpoint(state, model)

@@ -163,10 +163,13 @@ def flat_hparams(cfg: Any) -> dict[str, Any]:
 
 def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, collate: Callable, seq_len: int,
         precision: str, out: Path, description: str = "", train_sampler=None,
-        on_checkpoint: Callable[[LoopState, Any], None] | None = None) -> tuple[LoopState, Any]:
+        on_checkpoint: Callable[[LoopState, Any], None] | None = None,
+        train_stream: Callable[[int, int], Any] | None = None) -> tuple[LoopState, Any]:
     """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model).
 
-    `on_checkpoint` is handed to the loop (called on every process after each checkpoint).
+    `on_checkpoint` is handed to the loop (called on every process after each checkpoint). `train_stream`
+    (`open(epoch, skip_batches)`, see hf_llm.data.stream) replaces `train_ds`: it is already split by node, so it
+    does not go through accelerate.prepare (which would shard it again); the loop moves its batches to the device.
     """
     train = cfg.train
     if train.gradient_checkpointing:
@@ -175,11 +178,16 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
     optimizer = build_optimizer(model, train, cpu_offload=offloads_optimizer(accelerator))
     tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
     steps = total_steps(train, tokens_per_step)
-    train_loader = build_train_loader(train_ds, train.micro_batch_size, collate, train.seed, train_sampler)
+    if train_stream is None:
+        train_loader = build_train_loader(train_ds, train.micro_batch_size, collate, train.seed, train_sampler)
     eval_loader = build_eval_loader(val_ds, train.micro_batch_size, collate) if val_ds is not None else None
     if train.compile:
         model = torch.compile(model)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if train_stream is None:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        train_loader = train_stream
     # Built on the prepared optimizer: ZeRO regroups parameters, and the schedule must drive the groups that step.
     scheduler = build_scheduler(optimizer, steps, train)
     accelerator.register_for_checkpointing(scheduler)
@@ -200,8 +208,9 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
         peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
         checkpoint_dir=ckpt_root,
     )
+    rows = "streamed" if train_stream is not None else f"{len(train_ds):,}"
     accelerator.print(
-        f"{description} | {len(train_ds):,} training rows of {seq_len} tokens | {steps} steps of "
+        f"{description} | {rows} training rows of {seq_len} tokens | {steps} steps of "
         f"{tokens_per_step:,} tokens | {accelerator.num_processes} process(es), {precision}"
     )
     return run_loop(setup, state, train, cfg.eval, on_checkpoint=on_checkpoint), model

@@ -311,22 +311,9 @@ def pack_examples(examples: list[tuple[list[int], list[int]]], max_length: int, 
     Position ids restart at 0 for every example (and for the padding tail), which transformers turns into a
     block-causal mask: an example never attends to another one in the same row.
     """
-    import bisect
+    from .data.pack import best_fit_bins
 
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i][0]))
-    rows: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (space left, row index), sorted
-    for i in order:
-        need = len(examples[i][0])
-        k = bisect.bisect_left(free, (need, -1))
-        if k < len(free):
-            space, row = free.pop(k)
-        else:
-            space, row = max_length, len(rows)
-            rows.append([])
-        rows[row].append(i)
-        if space - need > 0:
-            bisect.insort(free, (space - need, row))
+    rows = best_fit_bins([len(ids) for ids, _ in examples], max_length)
     out: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": []}
     for members in rows:
         ids, labels, positions = [], [], []

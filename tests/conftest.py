@@ -67,6 +67,18 @@ def tiny_overrides(out: Path, corpus: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU spinning OpenMP threads make them
+    many times slower; restored after each test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def reset_accelerate():
     """accelerate keeps process-wide singletons; each test gets a fresh state."""

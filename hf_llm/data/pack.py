@@ -130,6 +130,27 @@ class ConcatPacker:
         return {"input_ids": np.zeros((0, self.seq_len), dtype=self.dtype)}
 
 
+def best_fit_bins(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit-decreasing: item indices grouped into bins of `capacity` (each length at most `capacity`).
+
+    Longest first, each into the bin with the least room that still fits it; ties keep input order.
+    """
+    free: list[tuple[int, int]] = []  # (space left, bin index), sorted: bisect finds the tightest fit
+    bins: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        at = bisect.bisect_left(free, (n, -1))
+        if at < len(free):
+            space, b = free.pop(at)
+        else:
+            space, b = capacity, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        if space - n > 0:
+            bisect.insort(free, (space - n, b))
+    return bins
+
+
 class BestFitPacker:
     """Best-fit decreasing over windows of `window` documents: whole documents per block wherever they fit.
 
@@ -170,20 +191,7 @@ class BestFitPacker:
             rows.extend([doc[k * L : (k + 1) * L]] for k in range(full))  # a long document's whole blocks
             if rest:
                 pieces.append(doc[full * L :])
-        free: list[tuple[int, int]] = []  # (space left, block index), sorted: bisect finds the tightest fit
-        bins: list[list[np.ndarray]] = []
-        for i in sorted(range(len(pieces)), key=lambda i: (-len(pieces[i]), i)):
-            n = len(pieces[i])
-            at = bisect.bisect_left(free, (n, -1))
-            if at < len(free):
-                space, b = free.pop(at)
-            else:
-                space, b = L, len(bins)
-                bins.append([])
-            bins[b].append(pieces[i])
-            if space - n > 0:
-                bisect.insort(free, (space - n, b))
-        rows.extend(bins)
+        rows.extend([pieces[i] for i in members] for members in best_fit_bins([len(p) for p in pieces], L))
         return self._render(rows)
 
     def _render(self, rows: list[list[np.ndarray]]) -> dict[str, np.ndarray]:

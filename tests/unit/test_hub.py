@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from hf_llm.config import ConfigError, HubConfig, load_config
@@ -22,14 +21,7 @@ from ..hub_server import FakeHub
 TOKEN = "hf_TestTokenThatMustNeverLeak0123456789"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU spinning OpenMP threads make them
-    many times slower; restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -163,7 +163,9 @@ def _model_card(cfg: RunConfig, model_config, n_params: int, data_card: dict, su
 
     training = {k: summary[k] for k in ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "precision",
                                        "median_tokens_per_second", "median_mfu") if summary.get(k) is not None}
-    training["hardware"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    from .train.metrics import cpu_name
+
+    training["hardware"] = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({cpu_name()})"
     results = {k: summary[k] for k in ("final_train_loss", "final_val_loss", "final_val_perplexity", "unigram_val_loss")
                if summary.get(k) is not None}
     sources = "+".join(data_card.get("sources", {})) or "validation"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -75,13 +75,6 @@ def label_dtype(vocab_size: int) -> np.dtype:
 
 def position_dtype(seq_len: int) -> np.dtype:
     return np.dtype(np.uint16) if seq_len <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
-
-
-def flat_token_ids(tokenized) -> np.ndarray:
-    """All token ids of a tokenised dataset, concatenated, without going through Python lists."""
-    column = tokenized.data.column("input_ids")
-    chunks = [c.flatten().to_numpy(zero_copy_only=False) for c in column.chunks if len(c)]
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
 
 
 def arrow_lists_to_numpy(lists) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +308,3 @@ def unigram_cross_entropy_from_counts(train_counts: np.ndarray, eval_counts: np.
     evals = np.pad(eval_counts, (0, n - len(eval_counts))).astype(np.float64)
     logp = np.log(train / train.sum())
     return float(-(evals * logp).sum() / evals.sum())
-
-
-def describe(stats: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in stats.items())

@@ -105,6 +105,13 @@ def load_source(src: SourceConfig, streaming: bool = False):
     return ds
 
 
+def mixture_shares(weights: list[float]) -> np.ndarray:
+    """Each source's share of the mixture, weights[i] / sum(weights); bad weights are an error."""
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise DataError(f"source weights must be non-negative with a positive sum, got {list(weights)}")
+    return np.asarray(weights, dtype=np.float64) / sum(weights)
+
+
 def mixture_counts(sizes: list[int], weights: list[float], lengths: Optional[list[float]] = None) -> list[int]:
     """Documents to draw from each source so that source i gets weights[i]/sum(weights) of the mixture.
 
@@ -112,9 +119,7 @@ def mixture_counts(sizes: list[int], weights: list[float], lengths: Optional[lis
     document length in tokens (the pipeline's mix_by=tokens); a source whose share exceeds what it holds is
     repeated, one with more than its share is subsampled.
     """
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise DataError(f"source weights must be non-negative with a positive sum, got {weights}")
-    shares = np.asarray(weights, dtype=np.float64) / sum(weights)
+    shares = mixture_shares(weights)
     per_doc = np.asarray(lengths if lengths is not None else [1.0] * len(sizes), dtype=np.float64)
     total = float((np.asarray(sizes) * per_doc).sum())
     return [int(round(s * total / max(d, 1e-9))) for s, d in zip(shares, per_doc)]

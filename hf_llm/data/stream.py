@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import DataConfig
 from .pack import blocks_to_dataset, id_dtype, make_packer, with_specials
-from .sources import DataError, document_dataset, open_source
+from .sources import DataError, document_dataset, mixture_shares, open_source
 from .steps import READ_REASONS
 
 DOCS_PER_BATCH = 256  # documents tokenised together: large enough for the batch encoder, small in memory
@@ -43,10 +43,8 @@ def stream_documents(data: DataConfig):
     streams = [document_dataset(spec, data.strict, streaming=True) for spec in specs]
     if len(streams) == 1:
         return streams[0]
-    weights = np.asarray([src.weight for src in data.sources], dtype=np.float64)
-    if (weights < 0).any() or weights.sum() <= 0:
-        raise DataError(f"source weights must be non-negative with a positive sum, got {weights.tolist()}")
-    return interleave_datasets(streams, probabilities=(weights / weights.sum()).tolist(), seed=data.seed,
+    shares = mixture_shares([src.weight for src in data.sources])
+    return interleave_datasets(streams, probabilities=shares.tolist(), seed=data.seed,
                                stopping_strategy="all_exhausted")
 
 

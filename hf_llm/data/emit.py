@@ -151,12 +151,19 @@ def _finish(sinks: Sinks, e: Emitted, data: DataConfig, out: Path) -> None:
             f"{len(datasets['validation'])} validation blocks; add documents or lower data.seq_len"
         )
     for split, ds in datasets.items():
-        ds.save_to_disk(str(out / split))
+        save_dataset(ds, out / split)
     e.rejects = sinks.rejects.rows
-    sinks.rejects.finish().save_to_disk(str(out / "rejects"))
+    save_dataset(sinks.rejects.finish(), out / "rejects")
     if sinks.documents is not None:
         e.documents_saved = sinks.documents.rows
-        sinks.documents.finish().save_to_disk(str(out / "documents"))
+        save_dataset(sinks.documents.finish(), out / "documents")
+
+
+def save_dataset(ds, path: Path) -> None:
+    """`ds.save_to_disk(path)`, which `load_from_disk` opens also when `ds` has no rows (no rejects, say)."""
+    # datasets sizes the shards as min(rows, ...): 0 for no rows, so it writes no data file and load_from_disk fails
+    # with an IndexError (huggingface/datasets#8385); one shard holds the schema of an empty folder
+    ds.save_to_disk(str(path), num_shards=None if len(ds) else 1)
 
 
 class _LazyTexts(dict):

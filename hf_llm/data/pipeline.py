@@ -10,7 +10,7 @@ documents flow to the packers in the same order either way, hence the same block
 
 The folder (`build_prepared_data`; `scripts/pretrain.py` builds one on the fly or reads `data.prepared=PATH`):
     train/ validation/   packed blocks (save_to_disk): input_ids (+ position_ids, labels with best_fit)
-    rejects/             every dropped row with its original columns, `reason` and `detail`
+    rejects/             every dropped row with its original columns, `reason` and `detail` (none: 0 rows)
     documents/           (data.save_documents) the kept, cleaned documents with their extra columns
     tokenizer/           a transformers fast tokenizer
     data_card.json, DATA_CARD.md, token_lengths.png, data_config.yaml
@@ -30,12 +30,13 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..config import DataConfig, PrepareDataConfig, TokenizerConfig, config_to_yaml
+from ..io import publishing
 from .batches import BATCH, iter_batches
 from .card import CardInputs, build_card, render_markdown, write_histogram_png
 from .decontam import build_index_from_config
 from .emit import emit
 from .plan import Keys, SignatureFile, plan_documents, plan_mixture
-from .sources import DataError, document_dataset, open_source, unwrap_generation_errors
+from .sources import DataError, document_dataset, no_records_error, open_source, unwrap_generation_errors
 from .steps import READ_REASONS, clean_keys_batch, step_features, tokenize_batch, tokenize_features
 from .tokenizer import BatchEncoder, adds_bos, load_tokenizer, train_bpe_tokenizer
 
@@ -90,21 +91,15 @@ def summary_line(card: dict, path: Path) -> str:
 
 
 def build_prepared_data(data: DataConfig, tok_cfg: TokenizerConfig, out_dir: str | Path) -> PreparedData:
-    """Run the whole pipeline into `out_dir` (written to a temporary sibling, then swapped in)."""
+    """Run the whole pipeline into `out_dir`: built in a hidden sibling, then swapped in whole (`hf_llm.io`), so a
+    crash or an error leaves the previous folder as it was."""
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    work = tmp / ".work"
-    work.mkdir(parents=True)
-    try:
+    with publishing(out) as tmp:
+        work = tmp / ".work"  # caches and scratch files, removed before the folder is published
+        work.mkdir()
         with unwrap_generation_errors():
             _run(data, tok_cfg, tmp, work)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+        shutil.rmtree(work, ignore_errors=True)
     return load_prepared(out)
 
 
@@ -151,6 +146,8 @@ def _run(data: DataConfig, tok_cfg: TokenizerConfig, out: Path, work: Path) -> N
                for spec in specs]
     keys = collect_keys(cleaned, data, work, index.names if index else [])
     for spec, status in zip(specs, keys.status):
+        if not len(status):  # streamed (in memory, document_dataset says so already)
+            raise no_records_error(spec)
         usable = [c for c, r in enumerate(keys.reasons) if r not in (*READ_REASONS, "empty")]
         if not np.isin(status, usable).any():
             raise DataError(f"source {spec.path!r} has no non-empty text in column {spec.text_field!r} "

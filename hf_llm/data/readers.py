@@ -19,6 +19,7 @@ import json
 import logging
 import lzma
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
@@ -32,6 +33,7 @@ RESERVED = frozenset(BASE_COLUMNS) | {
     "contaminated_by", "chars_in", "chars_out", "input_ids", "n_tokens",
 }
 PEEK_RECORDS = 1000  # JSON records read up front to learn a source's extra columns
+BOM = b"\xef\xbb\xbf"
 
 
 def _data_error(message: str) -> Exception:
@@ -73,7 +75,17 @@ class SourceSpec:
 
 
 def open_binary(path: str) -> BinaryIO:
-    """A file opened for binary reading, decompressed by its suffix (.gz, .bz2, .xz, .zst)."""
+    """A file opened for binary reading, decompressed by its suffix (.gz, .bz2, .xz, .zst), past a UTF-8 BOM."""
+    f = _open_decompressed(path)
+    if not hasattr(f, "peek"):
+        f = io.BufferedReader(f)
+    # editors on Windows start UTF-8 files with a byte-order mark: it belongs to no record (or CSV column name)
+    if f.peek(len(BOM))[: len(BOM)] == BOM:
+        f.read(len(BOM))
+    return f
+
+
+def _open_decompressed(path: str) -> BinaryIO:
     suffix = Path(path).suffix.lower()
     if suffix == ".gz":
         return gzip.open(path, "rb")
@@ -88,6 +100,22 @@ def open_binary(path: str) -> BinaryIO:
             raise _data_error(f"{path}: reading {suffix} needs the zstandard package; or decompress the file") from None
         return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115
     return open(path, "rb")  # noqa: SIM115
+
+
+def is_blank(path: str) -> bool:
+    """Whether a file holds no data: nothing, or only whitespace (and a BOM) once decompressed.
+
+    Read until its first other byte, so a data file costs one small read whatever its size.
+    """
+    try:
+        with open_binary(path) as f:
+            while chunk := f.read(1 << 16):
+                if chunk.strip():
+                    return False
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise _data_error(f"{path}: cannot be read ({type(e).__name__}: {e}); check that the file is complete and "
+                          f"that its suffix names its compression") from e
+    return True
 
 
 def decode(raw: bytes) -> tuple[str, Optional[int]]:
@@ -154,20 +182,45 @@ def _json_lines(path: str) -> Iterator[tuple[int, bytes]]:
                 yield lineno, raw
 
 
-def _json_documents(path: str) -> Optional[list]:
-    """The records of a JSON (not JSON-lines) file, or None when the file is JSON lines after all."""
-    with open_binary(path) as f:
-        head = f.read(1 << 16).lstrip()
-    if not head.startswith((b"[", b"{")):
+def _json_document(path: str) -> Optional[list]:
+    """The records of a file holding one JSON document (an array or an object), or None for JSON Lines.
+
+    An object file is told apart from JSON Lines by its first two non-blank lines, so JSON Lines (even named .json)
+    is then read line by line and never held whole in memory; only a real document is parsed whole.
+    """
+    lines = _json_lines(path)
+    try:
+        first = next(lines, None)
+        more = first is not None and next(lines, None) is not None
+    finally:
+        lines.close()
+    start = first[1][:64].lstrip()[:1] if first is not None else b""  # [:64]: no copy of a long first line
+    if start == b"{":
+        line, bad_byte = decode(first[1])
+        if bad_byte is not None:
+            return None  # not UTF-8: the line is a JSON Lines reject
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as e:
+            # a document spanning lines breaks only between tokens, so its first line fails exactly at its end;
+            # a line that fails earlier is a broken record, and the file JSON Lines
+            if e.pos < len(line.rstrip()):
+                return None
+        else:
+            return None if more else _document_records(doc)  # a complete object and more after it: JSON Lines
+    elif start != b"[":
         return None
     with open_binary(path) as f:
         raw = f.read()
     try:
-        doc = json.loads(raw)
+        return _document_records(json.loads(raw))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        if head.startswith(b"{"):
-            return None  # several objects: JSON lines
+        if start == b"{":
+            return None  # JSON Lines whose first line is cut short
         raise
+
+
+def _document_records(doc: Any) -> list:
     if isinstance(doc, list):
         return doc
     lists = [v for v in doc.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
@@ -178,7 +231,7 @@ def _json_records(spec: SourceSpec, path: str, strict: bool) -> Iterator[dict]:
     unknown: set = set()
     if spec.fmt == "json":
         try:
-            records = _json_documents(path)
+            records = _json_document(path)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             with open_binary(path) as f:
                 text, _ = decode(f.read())
@@ -321,7 +374,7 @@ def _peek_json_rows(spec: SourceSpec) -> list[dict]:
     for path in spec.files:
         if spec.fmt == "json":
             try:
-                records = _json_documents(path)
+                records = _json_document(path)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 records = []
             if records is not None:

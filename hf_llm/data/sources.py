@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 from pathlib import Path
 from typing import Iterator, Optional
@@ -17,7 +18,9 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ..config import HfLlmError, SourceConfig
-from .readers import SourceSpec, find_columns, iter_records
+from .readers import SourceSpec, find_columns, is_blank, iter_records
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(HfLlmError):
@@ -58,6 +61,25 @@ def resolve_files(path: str) -> list[str]:
     return files
 
 
+def drop_empty_files(path: str, files: list[str]) -> list[str]:
+    """`files` less the empty ones (a warning each: one empty shard need not stop a run); an error if all are."""
+    blank = [is_blank(f) for f in files]
+    if all(blank):
+        what = (f"{files[0]} is empty" if len(files) == 1 else
+                f"every file is empty ({len(files)} files: {', '.join(files[:3])}{', ...' if len(files) > 3 else ''})")
+        raise DataError(f"data source {path!r}: {what} (no bytes, or only whitespace); add data to it or remove it "
+                        f"from data.sources")
+    for f in (f for f, b in zip(files, blank) if b):
+        logger.warning("%s is empty; skipped (data source %r)", f, path)
+    return [f for f, b in zip(files, blank) if not b]
+
+
+def no_records_error(spec: SourceSpec) -> DataError:
+    files = ", ".join(spec.files[:3]) + (", ..." if len(spec.files) > 3 else "")
+    return DataError(f"source {spec.path!r} holds no records ({files}: a CSV header only, an empty JSON array, ...); "
+                     f"add data to it or remove it from data.sources")
+
+
 def infer_format(files: list[str]) -> str:
     formats = {SUFFIX_FORMATS.get(_data_suffix(f)) for f in files}
     if None in formats or len(formats) != 1:
@@ -80,7 +102,7 @@ def load_source(src: SourceConfig, streaming: bool = False):
     if fmt == "hub":
         ds = load_dataset(src.path, src.name, split=src.split, revision=src.revision, streaming=streaming)
     else:
-        files = resolve_files(src.path)
+        files = drop_empty_files(src.path, resolve_files(src.path))
         fmt = infer_format(files) if fmt == "auto" else fmt
         if fmt not in BUILDERS:
             raise DataError(f"unknown format {fmt!r} for {src.path}; use auto, txt, jsonl, json, parquet, csv or hub")
@@ -145,6 +167,7 @@ def open_source(src: SourceConfig) -> SourceSpec:
         fmt = infer_format(files) if src.format == "auto" else src.format
         if fmt not in BUILDERS:
             raise DataError(f"unknown format {fmt!r} for {src.path}; use auto, txt, jsonl, json, parquet, csv or hub")
+        files = drop_empty_files(src.path, files)
     if src.txt_sample_by not in ("document", "paragraph", "line"):
         raise DataError(f"txt_sample_by must be document, paragraph or line, got {src.txt_sample_by!r}")
     spec = SourceSpec(path=src.path, label=source_label(src), fmt=fmt, files=files, text_field=src.text_field,
@@ -169,8 +192,14 @@ def document_dataset(spec: SourceSpec, strict: bool, streaming: bool, cache_dir:
         return IterableDataset.from_generator(iter_records, features=spec.features(), gen_kwargs=kwargs)
     procs = num_proc if num_proc and num_proc > 1 and len(spec.files) > 1 else None
     with unwrap_generation_errors():
-        return Dataset.from_generator(iter_records, features=spec.features(), gen_kwargs=kwargs,
-                                      cache_dir=cache_dir, num_proc=procs, split="train")
+        try:
+            return Dataset.from_generator(iter_records, features=spec.features(), gen_kwargs=kwargs,
+                                          cache_dir=cache_dir, num_proc=procs, split="train")
+        except Exception:
+            # datasets cannot build a table of no rows ("corresponds to no data"): name the source instead
+            if next(iter_records(spec, spec.files), None) is None:
+                raise no_records_error(spec) from None
+            raise
 
 
 @contextlib.contextmanager

@@ -265,9 +265,8 @@ class SFTData:
 
 
 def build_sft_datasets(data: DataConfig, sft: SFTConfig, tokenizer, bos: bool = False) -> SFTData:
-    """Load, encode and length-limit every source; mix by weight; hold out whole examples; pack if asked."""
-    from datasets import concatenate_datasets
-
+    """Load, encode and length-limit every source; hold out whole examples per source; mix the training parts by
+    weight; pack if asked."""
     parts, sources = [], {}
     for src in data.sources:
         label = source_label(src)
@@ -282,20 +281,59 @@ def build_sft_datasets(data: DataConfig, sft: SFTConfig, tokenizer, bos: bool = 
         if len(kept) == 0:
             raise DataError(f"source {src.path!r} has no usable example (see sft.max_length, sft.overflow): {counts}")
         parts.append(kept)
-    if len(parts) == 1:
-        mixed = parts[0]
-    else:
-        counts = mixture_counts([len(p) for p in parts], [s.weight for s in data.sources])
-        chosen = [p.select(sample_indices(len(p), c, data.seed + i))
-                  for i, (p, c) in enumerate(zip(parts, counts)) if c > 0]
-        mixed = concatenate_datasets(chosen)
-    train, validation = split_documents(mixed, data.validation_fraction, data.max_validation_documents, data.seed)
+    train, validation = split_and_mix(parts, [s.weight for s in data.sources], data)
     stats = {"sources": sources, "train": _split_stats(train, sft.max_length),
              "validation": _split_stats(validation, sft.max_length)}
     if sft.packing:
         train, validation = (pack_dataset(d, sft.max_length, tokenizer.pad_token_id) for d in (train, validation))
         stats["train"]["rows"], stats["validation"]["rows"] = len(train), len(validation)
     return SFTData(train, validation, stats)
+
+
+def validation_counts(sizes: list[int], weights: list[float], fraction: float, max_docs: int) -> list[int]:
+    """Examples to hold out of each source: its mixture share of a validation set of `fraction` of the mixture
+    (at most `max_docs` in all), but never more than `fraction` of the source's own distinct examples.
+
+    A source repeated to reach its weight has no more distinct examples to hold out than it had; holding out its
+    share of the repeated mixture could leave it almost nothing to train on.
+    """
+    counts = mixture_counts(sizes, weights)
+    total = sum(counts)
+    n_val = min(max(1, round(fraction * total)), max_docs)
+    shares = [n_val * c / max(total, 1) for c in counts]
+    alloc = [int(s) for s in shares]
+    # Largest remainders take the rounding, so the total is exactly n_val and max_docs holds overall.
+    for i in sorted(range(len(shares)), key=lambda i: alloc[i] - shares[i])[: n_val - sum(alloc)]:
+        alloc[i] += 1
+    return [min(a, max(1, round(fraction * n)), n - 1) for a, n in zip(alloc, sizes)]
+
+
+def split_and_mix(parts: list, weights: list[float], data: DataConfig):
+    """(train, validation) of per-source example datasets: whole examples held out of each source before any
+    repetition, then only the training parts mixed by weight. Splitting a mixture instead would put copies of an
+    upsampled source's validation examples into training."""
+    from datasets import concatenate_datasets
+
+    if len(parts) == 1:
+        return split_documents(parts[0], data.validation_fraction, data.max_validation_documents, data.seed)
+    held = validation_counts([len(p) for p in parts], weights, data.validation_fraction,
+                             data.max_validation_documents)
+    if sum(held) == 0:
+        raise DataError(f"the sources have {[len(p) for p in parts]} usable examples: too few to hold out validation")
+    trains, validations = [], []
+    for i, (part, n_val) in enumerate(zip(parts, held)):
+        if n_val == 0:
+            trains.append(part)
+            continue
+        split = part.train_test_split(test_size=n_val, seed=data.seed + i, shuffle=True)
+        trains.append(split["train"])
+        validations.append(split["test"])
+    counts = mixture_counts([len(t) for t in trains], weights)
+    chosen = [t.select(sample_indices(len(t), c, data.seed + i))
+              for i, (t, c) in enumerate(zip(trains, counts)) if c > 0]
+    # Shuffled, so a validation capped by eval.max_batches still sees every source.
+    return (concatenate_datasets(chosen).shuffle(seed=data.seed),
+            concatenate_datasets(validations).shuffle(seed=data.seed))
 
 
 def _split_stats(ds, max_length: int) -> dict[str, Any]:

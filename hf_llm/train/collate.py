@@ -12,8 +12,8 @@ IGNORE_INDEX = -100
 def document_position_ids(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """Positions that restart at 0 after every EOS (and at the start of each row).
 
-    transformers turns position ids that restart into a block-causal mask (SDPA, eager, flash), so a token
-    attends only to earlier tokens of its own document.
+    transformers turns position ids that restart into a block-causal mask (SDPA, eager; flash only in a batch of
+    one row, see `needs_varlen_kwargs`), so a token attends only to earlier tokens of its own document.
     """
     batch, length = input_ids.shape
     starts = torch.zeros_like(input_ids, dtype=torch.bool)
@@ -35,12 +35,49 @@ def causal_lm_labels(input_ids: torch.Tensor, position_ids: torch.Tensor) -> tor
     return labels
 
 
-class PackedCollator:
-    """Stacks fixed-length blocks; adds `position_ids` and `labels` (explicit columns win when present)."""
+def needs_varlen_kwargs(attn_implementation: Optional[str]) -> bool:
+    """Whether packed batches must carry varlen kwargs (`varlen_kwargs`) to keep documents apart: flash kernels
+    (flash_attention_2/3/4 and kernels-hub flash names).
 
-    def __init__(self, eos_token_id: int, pad_token_id: Optional[int] = None):
+    Flash attention takes no mask: transformers keeps packed documents apart only through varlen kwargs or, without
+    them, position ids of a batch of ONE row (`_is_packed_sequence`); rows of a larger batch are each attended as
+    one sequence. The test is transformers' own, the one that routes a model to its flash code.
+    """
+    from transformers.utils.generic import is_flash_attention_requested
+
+    return is_flash_attention_requested(requested_attention_implementation=attn_implementation)
+
+
+def varlen_kwargs(position_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Flash attention's varlen kwargs for packed rows: `cu_seq_lens_q/k` (int32 starts of every sequence over the
+    row-major flattened batch, then the total length) and `max_length_q/k`.
+
+    Given these, transformers' flash path flattens the (rows × length) batch itself, attends within each sequence
+    and restores the shape, so rows, labels and per-row sums stay as they are (the layout of transformers'
+    DataCollatorWithFlattening, without moving the tokens). A sequence starts at every position id 0, and every
+    row must start one, so a sequence never runs from one row into the next.
+    """
+    if (position_ids[:, 0] != 0).any():
+        raise ValueError("every packed row must start at position id 0 for flash attention's varlen kwargs")
+    flat_starts = (position_ids.reshape(-1) == 0).nonzero().flatten()
+    cu_seq_lens = torch.cat([flat_starts, torch.tensor([position_ids.numel()])]).to(torch.int32)
+    # 0-dim tensors, not Python ints: the loop moves every batch value with `.to(device)`. transformers hands its
+    # own inferred max lengths to the kernels the same way.
+    max_length = cu_seq_lens.diff().max()
+    return {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": max_length, "max_length_k": max_length}
+
+
+class PackedCollator:
+    """Stacks fixed-length blocks; adds `position_ids` and `labels` (explicit columns win when present).
+
+    `varlen` (see `needs_varlen_kwargs`) adds flash attention's varlen kwargs (`varlen_kwargs`).
+    """
+
+    def __init__(self, eos_token_id: int, pad_token_id: Optional[int] = None, varlen: bool = False):
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
+        self.varlen = varlen
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids = torch.stack([torch.as_tensor(r["input_ids"], dtype=torch.long) for r in rows])
@@ -52,7 +89,8 @@ class PackedCollator:
             labels = torch.stack([torch.as_tensor(r["labels"], dtype=torch.long) for r in rows])
         else:
             labels = causal_lm_labels(input_ids, position_ids)
-        return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
+        batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
+        return {**batch, **varlen_kwargs(position_ids)} if self.varlen else batch
 
 
 def count_targets(labels: torch.Tensor) -> int:

@@ -145,7 +145,9 @@ class TrainConfig:
     save_every: Optional[int] = 200  # steps between checkpoints; None saves only at the end
     keep_last: int = 2  # checkpoints kept on disk (oldest removed)
     resume_from: Optional[str] = None  # latest | a checkpoint folder
+    overwrite_output_dir: bool = False  # a fresh run into a folder holding checkpoints deletes them (else: an error)
     stop_after_steps: Optional[int] = None  # end this invocation early (a job's time slice); the schedule is kept
+    dist_timeout_minutes: float = 120.0  # collective timeout: ranks wait this long while rank 0 prepares data
     cpu_threads: Optional[int] = None  # torch threads per process on CPU; None = cores / local processes
     peak_flops: Optional[float] = None  # per device FLOP/s for MFU; None = GPU table or measured CPU peak
     tensorboard: bool = True
@@ -160,6 +162,8 @@ class TrainConfig:
         for name in ("micro_batch_size", "grad_accum_steps", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.dist_timeout_minutes <= 0:
+            raise ConfigError(f"train.dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
 

@@ -35,6 +35,8 @@ def save_checkpoint(accelerator, root: str | Path, state: LoopState, keep_last: 
 
     A crash mid-write leaves only the temporary folder, which `latest_checkpoint` never picks.
     """
+    from ..io import publish
+
     root = Path(root)
     final = root / f"step-{state.step}"
     tmp = root / f".tmp-step-{state.step}"
@@ -48,10 +50,8 @@ def save_checkpoint(accelerator, root: str | Path, state: LoopState, keep_last: 
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=1))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        prune_checkpoints(root, keep_last)
+        publish(tmp, final)
+        prune_checkpoints(root, keep_last, keep=final)
     accelerator.wait_for_everyone()
     return final
 
@@ -74,9 +74,16 @@ def latest_checkpoint(root: str | Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def prune_checkpoints(root: str | Path, keep_last: int) -> None:
+def step_of(checkpoint: str | Path) -> Optional[int]:
+    m = STEP_DIR.match(Path(checkpoint).name)
+    return int(m.group(1)) if m else None
+
+
+def prune_checkpoints(root: str | Path, keep_last: int, keep: Optional[Path] = None) -> None:
+    """Remove all but the newest `keep_last` checkpoints; `keep` (the one just written) is never removed."""
     for old in list_checkpoints(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        if keep is None or old.resolve() != Path(keep).resolve():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_resume(resume_from: Optional[str], root: str | Path) -> Optional[Path]:
@@ -89,6 +96,51 @@ def resolve_resume(resume_from: Optional[str], root: str | Path) -> Optional[Pat
     if not (path / STATE_FILE).is_file():
         raise ConfigError(f"train.resume_from={resume_from!r} is not a complete checkpoint (no {STATE_FILE})")
     return path
+
+
+def check_checkpoint_owner(root: str | Path, resume_from: Optional[str], overwrite: bool) -> None:
+    """A run owns its checkpoints folder: a fresh run into one that holds another run's checkpoints would mix two
+    runs (pruning could delete the checkpoint just written, and `resume_from=latest` would pick the other run)."""
+    if resume_from or overwrite:
+        return
+    found = list_checkpoints(root)
+    if found:
+        raise ConfigError(
+            f"{root} already holds checkpoints of an earlier run ({', '.join(p.name for p in found)}). Continue it "
+            f"with train.resume_from=latest, write this run elsewhere with a new output_dir, or set "
+            f"train.overwrite_output_dir=true to delete those checkpoints and start over"
+        )
+
+
+def claim_lineage(accelerator, root: str | Path, resume: Optional[Path], overwrite: bool) -> Optional[Path]:
+    """Make `root` hold only this run's lineage, before its first checkpoint is written.
+
+    A fresh run with `overwrite` removes the earlier run's checkpoints. A run resumed from step N continues that
+    lineage: checkpoints after N in `root` belong to the abandoned branch and are moved to
+    `root/abandoned-after-step-N-<time>/` (kept for the user, invisible to `latest` and to pruning).
+    Returns where they went (None if nothing moved). Every process calls it.
+    """
+    import time
+
+    root = Path(root)
+    moved = None
+    if accelerator.is_main_process:
+        found = list_checkpoints(root)
+        if resume is None and overwrite:
+            for p in found + sorted(root.glob(".tmp-step-*")):
+                shutil.rmtree(p, ignore_errors=True)
+        elif resume is not None:
+            start = step_of(resume)
+            newer = [p for p in found if start is not None and step_of(p) > start and p.resolve() != resume.resolve()]
+            if newer:
+                moved = root / f"abandoned-after-step-{start}-{time.strftime('%Y%m%d-%H%M%S')}"
+                moved.mkdir()
+                for p in newer:
+                    p.rename(moved / p.name)
+                accelerator.print(f"note: resuming from step {start}; the later checkpoints of the abandoned run "
+                                  f"({', '.join(p.name for p in newer)}) were moved to {moved}")
+    accelerator.wait_for_everyone()
+    return moved
 
 
 def load_checkpoint(accelerator, path: str | Path) -> LoopState:
@@ -105,28 +157,44 @@ def export_model(accelerator, model, tokenizer, out_dir: str | Path, card: str, 
     """
     from transformers import GenerationConfig
 
+    from ..io import publishing
+
     out = Path(out_dir)
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3/FSDP: every process calls it
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unwrap_for_export(accelerator, model)
     if accelerator.is_main_process:
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped.save_pretrained(str(tmp), state_dict=state_dict, max_shard_size=max_shard_size)
-        gen = GenerationConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-            max_new_tokens=128,
-            do_sample=True,
-            temperature=0.8,
-            top_p=0.95,
-        )
-        gen.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(card)
-        for name, content in (extra_files or {}).items():
-            (tmp / name).write_bytes(content)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        with publishing(out) as tmp:
+            unwrapped.save_pretrained(str(tmp), state_dict=strip_compile_prefix(state_dict),
+                                      max_shard_size=max_shard_size)
+            gen = GenerationConfig(
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                max_new_tokens=128,
+                do_sample=True,
+                temperature=0.8,
+                top_p=0.95,
+            )
+            gen.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / "README.md").write_text(card)
+            for name, content in (extra_files or {}).items():
+                (tmp / name).write_bytes(content)
     accelerator.wait_for_everyone()
     return out
+
+
+COMPILE_PREFIX = "_orig_mod."
+
+
+def unwrap_for_export(accelerator, model):
+    """The plain model under the DDP/DeepSpeed wrapper and any torch.compile wrapper: saving a compiled wrapper
+    writes keys prefixed `_orig_mod.`, which `from_pretrained` ignores and initialises every weight at random."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
+def strip_compile_prefix(state_dict: Optional[dict]) -> Optional[dict]:
+    """A state dict taken through a compiled wrapper names its keys `_orig_mod.X`; the model's own keys are `X`."""
+    if state_dict is None:
+        return None
+    return {k.replace(COMPILE_PREFIX, ""): v for k, v in state_dict.items()}

@@ -139,17 +139,23 @@ def largest_layer_params(shape: ModelShape) -> int:
     return max(candidates)
 
 
-def flops_per_token(shape: ModelShape, seq_len: int, training: bool = True) -> float:
+def flops_per_token(shape: ModelShape, seq_len: int, training: bool = True, frozen_matmul_params: int = 0) -> float:
     """Model FLOPs per token, PaLM appendix B (Chowdhery et al. 2022): 6N + 12·L·H·Q·T for training.
 
     N counts every matmul weight: the non-embedding parameters plus the output projection (a real V x h matmul,
     tied or not); the input embedding is a lookup and costs nothing. The attention term 12·L·(H·Q)·T counts the full
     T x T score and value matmuls: PaLM's convention applies no causal halving, so MFU is comparable to published
-    numbers. The forward pass is one third (2N + 4·L·H·Q·T); backward is twice the forward.
+    numbers. The forward pass is one third (2N + 4·L·H·Q·T); backward is twice the forward: 2N for the gradients
+    of the activations and 2N for those of the weights. Frozen weights (LoRA/QLoRA bases) get no weight gradient,
+    so training costs about 4N + 2·N_trainable: `frozen_matmul_params` is subtracted twice.
     """
     matmul_params = count_parameters(shape)["non_embedding"] + shape.vocab_size * shape.hidden_size
-    forward = 2 * matmul_params + 4 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
-    return float(3 * forward if training else forward)
+    attention = 4 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
+    forward = 2 * matmul_params + attention
+    if not training:
+        return float(forward)
+    frozen = min(frozen_matmul_params, matmul_params)
+    return float(3 * forward - 2 * frozen)
 
 
 def model_state_memory(

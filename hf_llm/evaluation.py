@@ -3,7 +3,7 @@
 Perplexity is per token, so it depends on the tokenizer; bits per byte (total NLL in bits over the UTF-8 bytes of
 the text) does not, which makes models with different tokenizers comparable. Documents longer than the context are
 scored with sliding windows: every token is scored exactly once, with at least `seq_len - stride` tokens of context
-(or all of its document before it). The training loop's validation uses the same `summed_token_nll`.
+(or all of its document before it). The training loop's validation uses the same `row_token_nll`.
 """
 
 from __future__ import annotations
@@ -22,17 +22,24 @@ from .train.collate import IGNORE_INDEX
 MAX_DEFAULT_SEQ_LEN = 4096  # a 128k-context model would otherwise get 128k-token windows by default
 
 
-def summed_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Summed negative log-likelihood in nats, as float64; number of targets) of a batch.
+def row_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: (summed negative log-likelihood in nats, as float64; number of targets).
 
     `labels[:, t]` is predicted by `logits[:, t - 1]` (the causal shift); IGNORE_INDEX labels are not targets.
+    Per-row sums let a distributed evaluation drop the rows that only pad a shard.
     """
     targets = labels[:, 1:]
     nll = torch.nn.functional.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
-    ).double()
-    return nll, (targets != IGNORE_INDEX).sum()
+        ignore_index=IGNORE_INDEX, reduction="none",
+    ).view(targets.shape).double().sum(dim=1)
+    return nll, (targets != IGNORE_INDEX).sum(dim=1)
+
+
+def summed_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Summed negative log-likelihood in nats, as float64; number of targets) of a batch."""
+    nll, targets = row_token_nll(logits, labels)
+    return nll.sum(), targets.sum()
 
 
 def sliding_windows(ids: list[int], seq_len: int, stride: int) -> list[tuple[list[int], int]]:

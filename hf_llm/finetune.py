@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,10 @@ import torch
 from .config import ConfigError, RunConfig, config_to_yaml
 from .model import build_model_config, load_pretrained, max_positions
 from .sft import LengthGroupedSampler, PaddingCollator, SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
-from .train.checkpoint import LoopState, export_model
-from .train.collate import PackedCollator
-from .train.run import fit, resolve_precision, start_run
+from .io import publishing
+from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
+from .train.collate import PackedCollator, needs_varlen_kwargs
+from .train.run import fit, resolve_precision, start_run, wait_for_main
 
 METHODS = ("full", "lora", "qlora")
 
@@ -185,8 +185,14 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
     tokenizer, notes = load_sft_tokenizer(cfg, model_config)
     started = time.perf_counter()
     accelerator, out = start_run(cfg, precision)
-    with accelerator.main_process_first():  # the main process writes the datasets cache, the others read it
-        data = build_sft_datasets(cfg.data, cfg.sft, tokenizer, adds_bos(tokenizer))
+    # The main process writes the datasets cache first, the others then read it (main_process_first, with a
+    # barrier whose timeout names the setting to raise).
+    def build() -> SFTData:
+        return build_sft_datasets(cfg.data, cfg.sft, tokenizer, adds_bos(tokenizer))
+
+    data = build() if accelerator.is_main_process else None
+    wait_for_main(accelerator, cfg.train, "preparing the fine-tuning data")
+    data = data if data is not None else build()
     for line in notes.values():
         if "tokenizer's own" not in line:  # never silent about what we added to the tokenizer
             accelerator.print(f"note: {line}")
@@ -194,7 +200,9 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
     model = build_finetune_model(cfg, precision, accelerator.local_process_index)
     trainable, total = count_trainable(model)
     if cfg.sft.packing:
-        collate, sampler = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id), None
+        collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                 varlen=needs_varlen_kwargs(cfg.model.attn_implementation))
+        sampler = None
         seq_len = cfg.sft.max_length
     else:
         lengths = [len(x) for x in data.train["input_ids"]]
@@ -232,15 +240,13 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
 def export_adapter(accelerator, model, tokenizer, out_dir: Path, card: str) -> Path:
     """PEFT adapter folder (adapter_config.json + adapter_model.safetensors), tokenizer and model card."""
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3/FSDP: every process calls it
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unwrap_for_export(accelerator, model)
     if accelerator.is_main_process:
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped.save_pretrained(str(tmp), state_dict=state_dict)  # peft keeps only the adapter's tensors
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(card)  # replaces peft's generic card
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        with publishing(out_dir) as tmp:
+            # peft keeps only the adapter's tensors
+            unwrapped.save_pretrained(str(tmp), state_dict=strip_compile_prefix(state_dict))
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / "README.md").write_text(card)  # replaces peft's generic card
     accelerator.wait_for_everyone()
     return out_dir
 
@@ -259,19 +265,17 @@ def merge_adapter(cfg: FinetuneRunConfig, adapter_dir: Path, tokenizer, out_dir:
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     if merged.generation_config.pad_token_id is None:
         merged.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / "README.md").write_text(card)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with publishing(out_dir) as tmp:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "README.md").write_text(card)
     return out_dir
 
 
 def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable: int, total: int, precision: str,
              notes: dict[str, str], tokenizer, world: int, seconds: float) -> dict[str, Any]:
     rates = [p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]
+    mfus = [p["mfu"] for p in state.history if "mfu" in p]
     return {
         "output_dir": str(Path(cfg.output_dir).resolve()),
         "base_model": cfg.model.name_or_path,
@@ -294,6 +298,10 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
         "final_val_loss": state.val_loss,
         "final_val_perplexity": math.exp(min(state.val_loss, 50)) if state.val_loss is not None else None,
         "median_tokens_per_second": sorted(rates)[len(rates) // 2] if rates else None,
+        "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
+        # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
+        "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"
+                                else "4N + 2N_trainable + attention (frozen base weights get no weight gradient)"),
         "history": state.history,
     }
 
@@ -304,7 +312,8 @@ def _model_card(cfg: FinetuneRunConfig, model_config, total: int, data: SFTData,
     from .hub import render_model_card
 
     training = {k: summary[k] for k in ("method", "trainable_parameters", "steps", "epochs", "train_seconds",
-                                       "processes", "precision") if summary.get(k) is not None}
+                                       "processes", "precision", "median_mfu", "mfu_flops_per_token")
+                if summary.get(k) is not None}
     training["hardware"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     results = {k: summary[k] for k in ("final_train_loss", "final_val_loss", "final_val_perplexity")
                if summary.get(k) is not None}

@@ -13,8 +13,8 @@ import torch
 from .config import ConfigError, RunConfig, config_to_yaml
 from .model import build_model, build_model_config, count_parameters, max_positions
 from .train.checkpoint import LoopState, export_model
-from .train.collate import PackedCollator
-from .train.run import fit, resolve_precision, start_run
+from .train.collate import PackedCollator, needs_varlen_kwargs
+from .train.run import fit, resolve_precision, start_run, wait_for_main
 
 
 def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
@@ -63,7 +63,7 @@ def prepare_data(cfg: RunConfig, accelerator, out: Path):
     target = out / "data"
     if accelerator.is_main_process and not reusable(target, cfg.data, cfg.tokenizer):
         build_prepared_data(cfg.data, cfg.tokenizer, target)
-    accelerator.wait_for_everyone()
+    wait_for_main(accelerator, cfg.train, "preparing the data")
     return load_prepared(target)
 
 
@@ -85,7 +85,8 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     set_seed(cfg.train.seed)  # the same initial weights whatever data preparation consumed from the RNG
     model = build_model(model_config, cfg.model.attn_implementation)
     n_params = count_parameters(model_config)
-    collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id)
+    collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id,
+                             varlen=needs_varlen_kwargs(cfg.model.attn_implementation))
     from .hub import card_files, checkpoint_push_hook, finish_pushes
 
     def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:

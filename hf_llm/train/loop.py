@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import EvalConfig, TrainConfig
-from ..evaluation import summed_token_nll
+from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
 from .collate import count_targets
 from .metrics import mfu
@@ -43,15 +43,23 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator. Creating a loader's iterator draws a seed from it; without one that draw comes
+    from the global RNG, which after a resume shifts every later dropout mask (resume would not be exact)."""
+    return torch.Generator().manual_seed(seed)
+
+
 def build_train_loader(dataset, batch_size: int, collate: Callable, seed: int,
                        sampler: Optional[EpochSampler] = None) -> DataLoader:
     # drop_last keeps every process's micro-batches full and equal in number.
     sampler = sampler if sampler is not None else EpochSampler(len(dataset), seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+                      generator=loader_generator(seed))
 
 
 def build_eval_loader(dataset, batch_size: int, collate: Callable) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                      generator=loader_generator(0))
 
 
 class BatchStream:
@@ -144,12 +152,26 @@ def train_step(accelerator, model, micro_batches: list[dict[str, torch.Tensor]])
     return summed.item() / total, int(total)
 
 
+def optimizer_step(accelerator, optimizer, scheduler) -> bool:
+    """Apply the update, then advance the schedule only if the update was applied: under fp16 the grad scaler
+    skips a step whose gradients overflowed, and the schedule must not run ahead of the steps really taken."""
+    optimizer.step()
+    taken = not accelerator.optimizer_step_was_skipped
+    if taken:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return taken
+
+
 @torch.no_grad()
 def evaluate_loss(accelerator, model, loader, max_batches: Optional[int] = None) -> tuple[float, int]:
-    """Mean cross-entropy per target token over `loader`, summed over all processes.
+    """Mean cross-entropy per target token over `loader`, over all processes, each validation row counted once.
 
-    `use_cache=False` matters: with a cache transformers skips building the block-causal mask from the
-    restarting position ids, and packed documents would attend to each other.
+    A prepared loader pads the last batches of uneven shards with rows from the start (so every process runs the
+    same number of forwards, which ZeRO-3 needs); per-row sums go through `gather_for_metrics`, which drops that
+    padding, so the result does not depend on the number of processes. `use_cache=False` matters: with a cache
+    transformers skips building the block-causal mask from the restarting position ids, and packed documents
+    would attend to each other.
     """
     was_training = model.training
     model.eval()
@@ -159,14 +181,14 @@ def evaluate_loss(accelerator, model, loader, max_batches: Optional[int] = None)
         if max_batches is not None and i >= max_batches:
             break
         batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
         with accelerator.autocast():
-            logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"),
-                           attention_mask=batch.get("attention_mask"), use_cache=False).logits
-        nll, targets = summed_token_nll(logits, batch["labels"])  # the same computation as scripts/evaluate.py
-        loss_sum += nll
-        count += targets
-    if accelerator.num_processes > 1:
-        loss_sum, count = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(count, "sum")
+            logits = model(**inputs, use_cache=False).logits
+        nll, targets = row_token_nll(logits, batch["labels"])  # the computation scripts/evaluate.py sums
+        if accelerator.num_processes > 1:
+            nll, targets = accelerator.gather_for_metrics((nll, targets))
+        loss_sum += nll.sum()
+        count += targets.sum()
     model.train(was_training)
     return (loss_sum / count).item() if count > 0 else math.nan, int(count.item())
 
@@ -212,9 +234,7 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
         if train.max_grad_norm is not None and acc.sync_gradients:
             norm = acc.clip_grad_norm_(model.parameters(), train.max_grad_norm)
             grad_norm = float(norm) if norm is not None else None
-        setup.optimizer.step()
-        setup.scheduler.step()
-        setup.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(acc, setup.optimizer, setup.scheduler)
         state.step += 1
         state.tokens_seen += setup.tokens_per_step
         state.train_loss = loss

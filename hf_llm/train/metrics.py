@@ -52,10 +52,18 @@ def device_peak_flops(device: torch.device, precision: str, override: Optional[f
     return None
 
 
-def model_flops_per_token(config, seq_len: int) -> float:
+def frozen_matmul_params(model) -> int:
+    """Weights of the model's linear layers that get no gradient (a LoRA/QLoRA base; 4-bit layers count at their
+    logical size)."""
+    return sum(m.in_features * m.out_features for m in model.modules()
+               if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad)
+
+
+def model_flops_per_token(config, seq_len: int, frozen: int = 0) -> float:
+    """Training FLOPs per token of `config`; `frozen` matmul weights cost no weight gradient (see flops_per_token)."""
     from ..estimate import flops_per_token, shape_from_config
 
-    return flops_per_token(shape_from_config(config), seq_len, training=True)
+    return flops_per_token(shape_from_config(config), seq_len, training=True, frozen_matmul_params=frozen)
 
 
 def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: Optional[float], num_devices: int) -> Optional[float]:

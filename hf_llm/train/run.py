@@ -10,10 +10,10 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..config import ConfigError, RunConfig, TrainConfig
-from .checkpoint import LoopState, load_checkpoint, resolve_resume
+from ..config import ConfigError, HfLlmError, RunConfig, TrainConfig
+from .checkpoint import LoopState, check_checkpoint_owner, claim_lineage, load_checkpoint, resolve_resume
 from .loop import LoopSetup, build_eval_loader, build_train_loader, run_loop
-from .metrics import device_peak_flops, model_flops_per_token
+from .metrics import device_peak_flops, frozen_matmul_params, model_flops_per_token
 from .optim import build_optimizer, build_scheduler
 
 
@@ -24,12 +24,14 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(requested: str) -> str:
-    """`auto` → bf16 where the hardware computes it natively, else fp32; an impossible request is an error."""
+    """`auto` → bf16 where the hardware computes it natively, else fp16 on a GPU (with loss scaling) or fp32 on a
+    CPU; an impossible request is an error."""
     cuda = torch.cuda.is_available()
-    bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_supports_bf16()
+    # Native only: older GPUs (V100, T4) emulate bf16 at a fraction of fp16's speed.
+    bf16 = torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_supports_bf16()
     where = torch.cuda.get_device_name() if cuda else "CPU"
     if requested == "auto":
-        return "bf16" if bf16 else "fp32"
+        return "bf16" if bf16 else ("fp16" if cuda else "fp32")
     if requested == "bf16" and not bf16:
         raise ConfigError(f"train.precision=bf16 but this {where} has no bf16 support; use train.precision=fp32 or auto")
     if requested == "fp16" and not cuda:
@@ -44,6 +46,7 @@ def start_run(cfg: RunConfig, precision: str):
     from ..config import save_config
 
     out = Path(cfg.output_dir)
+    check_checkpoint_owner(out / "checkpoints", cfg.train.resume_from, cfg.train.overwrite_output_dir)
     accelerator = make_accelerator(cfg.train, precision, out)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -68,13 +71,11 @@ def resolve_accumulation(train: TrainConfig, world: int) -> int:
 def make_accelerator(train: TrainConfig, precision: str, out: Path):
     """The Accelerator for this launch; `train.grad_accum_steps` is resolved here (it depends on the world size)."""
     from accelerate import Accelerator
-    from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     train.grad_accum_steps = resolve_accumulation(train, world)
-    # DeepSpeed on CPU needs gloo named explicitly; a single process must get no backend at all.
-    distributed = world > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+    handlers = process_group_kwargs(train, world, torch.cuda.is_available())
     accelerator = Accelerator(
         mixed_precision={"fp32": "no"}.get(precision, precision),
         # The loop decides when a window ends; an epoch boundary must not cut a window short.
@@ -87,6 +88,33 @@ def make_accelerator(train: TrainConfig, precision: str, out: Path):
     if accelerator.device.type == "cpu":
         set_cpu_threads(train.cpu_threads)
     return accelerator
+
+
+def process_group_kwargs(train: TrainConfig, world: int, cuda: bool) -> list:
+    """The process group's settings: none for one process; gloo on CPU (DeepSpeed needs it named); and a timeout
+    long enough for the other ranks to wait while rank 0 prepares the data (NCCL's watchdog gives 10 minutes)."""
+    from datetime import timedelta
+
+    from accelerate.utils import InitProcessGroupKwargs
+
+    if world <= 1:
+        return []
+    timeout = timedelta(minutes=train.dist_timeout_minutes)
+    return [InitProcessGroupKwargs(timeout=timeout) if cuda else InitProcessGroupKwargs(backend="gloo", timeout=timeout)]
+
+
+def wait_for_main(accelerator, train: TrainConfig, what: str) -> None:
+    """Barrier after work done on the main process only; a timeout says which setting to raise."""
+    try:
+        accelerator.wait_for_everyone()
+    except Exception as e:  # gloo: RuntimeError; NCCL: DistBackendError (a RuntimeError) from its watchdog
+        if "timeout" not in str(e).lower() and "timed out" not in str(e).lower():
+            raise
+        raise HfLlmError(
+            f"the other processes waited more than train.dist_timeout_minutes={train.dist_timeout_minutes:g} "
+            f"for the main process to finish {what}. Raise train.dist_timeout_minutes, or run that step once "
+            f"beforehand (scripts/prepare_data.py, then data.prepared=PATH) and launch again ({e})"
+        ) from None
 
 
 def set_cpu_threads(requested: Optional[int]) -> int:
@@ -175,6 +203,7 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     check_deepspeed(accelerator, train, precision)
+    flops_per_token = model_flops_per_token(model_config, seq_len, frozen_matmul_params(model))  # before ZeRO-3 shards
     optimizer = build_optimizer(model, train, cpu_offload=offloads_optimizer(accelerator))
     tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
     steps = total_steps(train, tokens_per_step)
@@ -182,7 +211,8 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
         train_loader = build_train_loader(train_ds, train.micro_batch_size, collate, train.seed, train_sampler)
     eval_loader = build_eval_loader(val_ds, train.micro_batch_size, collate) if val_ds is not None else None
     if train.compile:
-        model = torch.compile(model)
+        # In place: the module (and so every state dict, checkpoint and export) keeps its own parameter names.
+        model.compile()
     if train_stream is None:
         model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     else:
@@ -199,12 +229,13 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
     if resume is not None:
         state = load_checkpoint(accelerator, resume)
         accelerator.print(f"resumed from {resume} at step {state.step}")
+    claim_lineage(accelerator, ckpt_root, resume, train.overwrite_output_dir)
     if train.tensorboard:
         accelerator.init_trackers("tensorboard", config=flat_hparams(cfg))
     setup = LoopSetup(
         accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
         train_loader=train_loader, eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
-        flops_per_token=model_flops_per_token(model_config, seq_len),
+        flops_per_token=flops_per_token,
         peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
         checkpoint_dir=ckpt_root,
     )

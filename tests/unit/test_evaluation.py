@@ -8,7 +8,7 @@ import torch
 
 from hf_llm.config import EvaluateConfig, TokenizerConfig, load_config
 from hf_llm.data.tokenizer import train_bpe_tokenizer
-from hf_llm.evaluation import prefix_token_id, score_texts, sliding_windows, summed_token_nll
+from hf_llm.evaluation import prefix_token_id, row_token_nll, score_texts, sliding_windows, summed_token_nll
 
 from ..conftest import sample_documents
 
@@ -117,12 +117,14 @@ def test_bits_per_byte_matches_the_analytic_value_for_two_tokenizers(corpus):
 def test_summed_token_nll_is_the_training_validation_computation():
     from hf_llm.train import loop
 
-    assert loop.summed_token_nll is summed_token_nll
+    assert loop.row_token_nll is row_token_nll  # summed_token_nll is its sum over rows
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[1, 2, -100, 4, 5], [-100, -100, 3, 3, 1]])
     nll, count = summed_token_nll(logits, labels)
     ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1), reduction="sum")
     assert count.item() == 6 and nll.item() == pytest.approx(ref.item(), rel=1e-6)
+    rows, counts = row_token_nll(logits, labels)
+    assert counts.tolist() == [3, 3] and rows.sum().item() == pytest.approx(ref.item(), rel=1e-6)
 
 
 def test_evaluate_script_writes_results_samples_and_card(tmp_path, corpus):

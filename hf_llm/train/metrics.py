@@ -22,8 +22,10 @@ def cpu_name() -> str:
 
 def measure_matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
     """Best-of-`repeats` FLOP/s of an n×n×n matmul: the practical peak MFU is measured against on a CPU."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    # Its own generator: this runs after a resumed run restored the global RNG, which dropout then draws from.
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=g).to(dtype)
+    b = torch.randn(n, n, device=device, generator=g).to(dtype)
     torch.matmul(a, b)  # warm up kernels and caches
     best = float("inf")
     for _ in range(repeats):

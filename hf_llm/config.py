@@ -70,8 +70,22 @@ PACKINGS = ("concat", "best_fit")
 
 
 @dataclass
+class StageConfig:
+    """One phase of a staged mixture (`data.stages`): its own sources, active until a step or token boundary."""
+
+    sources: list[SourceConfig] = field(default_factory=list)  # this stage's mixture; weights are shares within it
+    prepared: Optional[str] = None  # instead of sources: a folder from scripts/prepare_data.py (the same tokenizer)
+    until_step: Optional[int] = None  # the stage ends after this many optimizer steps of the run (not of the stage)
+    until_tokens: Optional[int] = None  # or after this many tokens seen, rounded up to whole steps like max_tokens
+    name: Optional[str] = None  # label in logs, summary and model card; None = stage-N
+
+
+@dataclass
 class DataConfig:
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    # A list of mixtures run one after the other (e.g. a main phase, then an annealing phase on better sources);
+    # replaces `sources`. See hf_llm/data/stages.py.
+    stages: list[StageConfig] = field(default_factory=list)
     prepared: Optional[str] = None  # a folder written by scripts/prepare_data.py (train/, validation/, tokenizer/)
     seq_len: int = 256  # tokens per packed block
     validation_fraction: float = 0.02  # share of documents held out (split by document, never inside one)
@@ -100,6 +114,51 @@ class DataConfig:
             raise ConfigError(f"data.seq_len must be at least 2, got {self.seq_len}")
         if self.mix_by not in ("documents", "tokens"):
             raise ConfigError(f"data.mix_by must be 'documents' or 'tokens', got {self.mix_by!r}")
+        if self.stages:
+            check_stages(self)
+            # The default corpus stands for "no sources given"; with stages the run reads only the stages' sources,
+            # and the saved config says so.
+            self.sources = []
+
+
+def check_stages(data: DataConfig) -> None:
+    """What a list of stages must satisfy before anything is read (boundaries in tokens are resolved to steps, and
+    checked against the run's length, once the tokens per step are known: hf_llm.train.loop.stage_ends)."""
+    if data.sources not in ([], [SourceConfig()]):
+        raise ConfigError("data.stages and data.sources are both set: with stages, each stage lists its own sources "
+                          "(data.stages[i].sources); remove data.sources")
+    if data.prepared is not None:
+        raise ConfigError("data.prepared and data.stages are both set: name each stage's prepared folder in "
+                          "data.stages[i].prepared instead")
+    last = len(data.stages) - 1
+    ends: dict[str, list[int]] = {"until_step": [], "until_tokens": []}
+    names = [stage.name for stage in data.stages if stage.name]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.stages names must be distinct, got {names}")
+    for i, stage in enumerate(data.stages):
+        where = f"data.stages[{i}]"
+        if not stage.sources and stage.prepared is None:
+            raise ConfigError(f"{where} has no sources: give it sources: [{{path: ...}}] or prepared: PATH")
+        if stage.sources and stage.prepared is not None:
+            raise ConfigError(f"{where} sets both sources and prepared; keep one")
+        if stage.prepared is not None and data.stream_train:
+            raise ConfigError(f"{where}.prepared: data.stream_train=true reads sources; give the stage sources instead")
+        given = [(k, getattr(stage, k)) for k in ends if getattr(stage, k) is not None]
+        if i == last:
+            if given:
+                raise ConfigError(f"{where} is the last stage: it runs to the end of the run (train.max_steps / "
+                                  f"train.max_tokens); remove its {given[0][0]}")
+            continue
+        if len(given) != 1:
+            raise ConfigError(f"{where} needs exactly one boundary, until_step or until_tokens (the last stage alone "
+                              f"has none)")
+        key, value = given[0]
+        if value < 1:
+            raise ConfigError(f"{where}.{key} must be at least 1, got {value}")
+        if ends[key] and value <= ends[key][-1]:
+            raise ConfigError(f"data.stages boundaries must increase: {where}.{key}={value} is not after the "
+                              f"previous stage's {key}={ends[key][-1]}")
+        ends[key].append(value)
 
 
 @dataclass
@@ -113,10 +172,40 @@ class PrepareDataConfig:
     def __post_init__(self) -> None:
         if self.data.prepared is not None:
             raise ConfigError("data.prepared names a folder to read; prepare_data writes one (set output_dir instead)")
+        if self.data.stages:
+            raise ConfigError("prepare_data writes one folder; prepare each stage's sources into its own folder and "
+                              "name them in the training recipe's data.stages[i].prepared")
 
 
 SCHEDULES = ("cosine", "wsd", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def resolve_report_to(report_to: Any, tensorboard_alias: Optional[bool]) -> list[str]:
+    """`train.report_to` (a list, one name, or names joined by commas; None = [tensorboard]) as the trackers to
+    start: known names, no repeats, `none` alone for no tracker. The deprecated `train.tensorboard` stands for
+    report_to [tensorboard] (true) or [none] (false), and may not contradict an explicit report_to."""
+    if report_to is None:
+        return ["tensorboard"] if tensorboard_alias in (None, True) else []
+    if isinstance(report_to, str):
+        report_to = report_to.split(",")
+    if not isinstance(report_to, (list, tuple)):
+        raise ConfigError(f"train.report_to must be a list of tracker names (e.g. [tensorboard,wandb]), "
+                          f"got {report_to!r}")
+    names = list(dict.fromkeys(str(n).strip().lower() for n in report_to))
+    if "none" in names:
+        if len(names) > 1:
+            raise ConfigError(f"train.report_to={list(report_to)} mixes none with trackers; give trackers or [none]")
+        names = []
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"train.report_to has unknown tracker(s) {unknown}; choose from {list(TRACKERS)} or [none] "
+                          f"(e.g. train.report_to=[tensorboard,wandb])")
+    if tensorboard_alias is not None and tensorboard_alias != ("tensorboard" in names):
+        raise ConfigError(f"train.tensorboard={str(tensorboard_alias).lower()} (deprecated) contradicts "
+                          f"train.report_to={names}; remove train.tensorboard and set train.report_to alone")
+    return names
 
 
 @dataclass
@@ -145,14 +234,23 @@ class TrainConfig:
     save_every: Optional[int] = 200  # steps between checkpoints; None saves only at the end
     keep_last: int = 2  # checkpoints kept on disk (oldest removed)
     resume_from: Optional[str] = None  # latest | a checkpoint folder
+    # A checkpoint of another run: start from its weights and optimizer state (not its schedule or step count), e.g.
+    # to decay a stable-phase WSD checkpoint over train.max_steps; its data position is kept on the same data.
+    init_from: Optional[str] = None
     overwrite_output_dir: bool = False  # a fresh run into a folder holding checkpoints deletes them (else: an error)
     stop_after_steps: Optional[int] = None  # end this invocation early (a job's time slice); the schedule is kept
     dist_timeout_minutes: float = 120.0  # collective timeout: ranks wait this long while rank 0 prepares data
     cpu_threads: Optional[int] = None  # torch threads per process on CPU; None = cores / local processes
     peak_flops: Optional[float] = None  # per device FLOP/s for MFU; None = GPU table or measured CPU peak
-    tensorboard: bool = True
+    # Any, not list[str]: `train.report_to=wandb` must work as well as `[wandb,mlflow]` (__post_init__ checks it).
+    report_to: Any = None  # trackers: a list of tensorboard, wandb, mlflow, or [none]; None = [tensorboard]
+    project: str = "hf_llm"  # wandb project, MLflow experiment, TensorBoard folder in OUTPUT_DIR/logs
+    tensorboard: Optional[bool] = None  # deprecated, for old recipes: true = report_to [tensorboard], false = [none]
 
     def __post_init__(self) -> None:
+        # Checked, not rewritten: OmegaConf also builds the default instance, and an explicit report_to must stay
+        # distinguishable from the default when the deprecated flag is checked against it.
+        resolve_report_to(self.report_to, self.tensorboard)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
@@ -167,6 +265,32 @@ class TrainConfig:
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
 
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers to start, from `report_to` (and the deprecated `tensorboard`); [] for none."""
+        return resolve_report_to(self.report_to, self.tensorboard)
+
+
+TASK_KINDS = ("multiple_choice", "cloze")
+
+
+@dataclass
+class TaskConfig:
+    """A zero-shot task in a local JSONL file, scored during training (row formats: hf_llm/downstream.py)."""
+
+    path: str = ""  # multiple_choice rows {"context", "choices", "label"}; cloze rows {"text"} (last word = target)
+    kind: str = "multiple_choice"  # multiple_choice (acc, acc_norm) | cloze (acc, perplexity of the last word)
+    name: Optional[str] = None  # key in logs and cards (eval/NAME/acc); None = the file name without .jsonl
+    limit: Optional[int] = None  # first N items only: each evaluation pass stays cheap
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError("every entry of eval.tasks needs a path (a JSONL file, see hf_llm/downstream.py)")
+        if self.kind not in TASK_KINDS:
+            raise ConfigError(f"eval.tasks kind must be one of {TASK_KINDS}, got {self.kind!r} ({self.path})")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"eval.tasks limit must be at least 1, got {self.limit} ({self.path})")
+
 
 @dataclass
 class EvalConfig:
@@ -175,12 +299,25 @@ class EvalConfig:
     sample_prompts: list[str] = field(default_factory=lambda: ["And it came to pass", "HACKER, n."])
     sample_max_new_tokens: int = 48
     sample_temperature: float = 0.8  # for the sampled continuation; a greedy one is shown beside it
+    tasks: list[TaskConfig] = field(default_factory=list)  # zero-shot tasks scored every `every` steps; off by default
+    harness_tasks: list[str] = field(default_factory=list)  # lm-evaluation-harness task names (needs lm_eval installed)
+    harness_limit: Optional[int] = None  # examples per harness task and pass (None = all: slow on full benchmarks)
+    task_batch_size: int = 8  # (context, continuation) pairs per forward pass when scoring tasks
 
     def __post_init__(self) -> None:
         if self.sample_temperature <= 0:
             raise ConfigError("eval.sample_temperature must be > 0 (a greedy continuation is always shown too)")
         if self.every < 1:
             raise ConfigError(f"eval.every must be at least 1, got {self.every}")
+        if self.task_batch_size < 1:
+            raise ConfigError(f"eval.task_batch_size must be at least 1, got {self.task_batch_size}")
+        if self.harness_limit is not None and self.harness_limit < 1:
+            raise ConfigError(f"eval.harness_limit must be at least 1, got {self.harness_limit}")
+        if self.tasks or self.harness_tasks:
+            # Here rather than in the loop: a malformed task file must fail in seconds, not after data preparation.
+            from .downstream import check_tasks
+
+            check_tasks(self.tasks, self.harness_tasks)
 
 
 @dataclass

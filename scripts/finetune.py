@@ -1,15 +1,11 @@
-"""Fine-tune a causal LM (full, LoRA, QLoRA).
+"""Fine-tune a causal LM (full, LoRA, QLoRA): `accelerate launch scripts/finetune.py [RECIPE.yaml] [section.key=value ...]`.
 
-`accelerate launch scripts/finetune.py [RECIPE.yaml] [section.key=value ...]`
+The same job as `hf-llm finetune`; a script because `accelerate launch` starts one per process. `--help` lists every key.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from hf_llm.cli import default_recipe, run_cli  # noqa: E402
-from hf_llm.finetune import FinetuneRunConfig, run_finetuning  # noqa: E402
+from hf_llm.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(run_cli(run_finetuning, default_recipe("finetune_lora_tiny.yaml"), schema=FinetuneRunConfig))
+    sys.exit(run_command("finetune", prog="scripts/finetune.py"))

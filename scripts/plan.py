@@ -1,12 +1,11 @@
-"""Plan a run: `python scripts/plan.py model.preset=7b seq_len=4096 gpu=H100 gpus=16 nodes=2 hours=72`."""
+"""Plan a run: `python scripts/plan.py model.preset=7b seq_len=4096 gpu=H100 gpus=16 nodes=2 hours=72`.
+
+The same as `hf-llm plan`. `--help` lists every key.
+"""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from hf_llm.cli import run_cli  # noqa: E402
-from hf_llm.plan import PlanConfig, run_plan  # noqa: E402
+from hf_llm.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(run_cli(run_plan, None, schema=PlanConfig))
+    sys.exit(run_command("plan", prog="scripts/plan.py"))

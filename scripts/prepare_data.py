@@ -2,19 +2,12 @@
 
 Reads the sources of a data recipe (default configs/data/sample.yaml), cleans, deduplicates, decontaminates,
 trains or loads a tokenizer, packs, and writes OUTPUT_DIR with train/ validation/ rejects/ tokenizer/ and the
-data card. Pretrain on it with `scripts/pretrain.py data.prepared=OUTPUT_DIR`.
+data card. Pretrain on it with `scripts/pretrain.py data.prepared=OUTPUT_DIR`. The same as `hf-llm prepare-data`.
 """
 
-import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from hf_llm.cli import REPO_ROOT, run_cli  # noqa: E402
-from hf_llm.config import PrepareDataConfig  # noqa: E402
-from hf_llm.data.pipeline import run_prepare_data  # noqa: E402
+from hf_llm.cli import run_command
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.exit(run_cli(run_prepare_data, str(REPO_ROOT / "configs" / "data" / "sample.yaml"), schema=PrepareDataConfig))
+    sys.exit(run_command("prepare-data", prog="scripts/prepare_data.py"))

@@ -58,7 +58,7 @@ def tiny_overrides(out: Path, corpus: Path, *extra: str) -> list[str]:
         "train.log_every=2",
         "train.save_every=3",
         "train.precision=fp32",
-        "train.tensorboard=false",
+        "train.report_to=[none]",
         "eval.every=3",
         "eval.max_batches=2",
         "eval.sample_prompts=[]",

@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -51,6 +51,8 @@ def start_run(cfg: RunConfig, precision: str):
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")  # after make_accelerator, which resolves grad_accum_steps
+    # Here, not in fit: a tracker that cannot start (no login, a bad MLflow URI) fails before data preparation.
+    start_trackers(accelerator, cfg, out)
     set_seed(cfg.train.seed)
     return accelerator, out
 
@@ -75,16 +77,22 @@ def make_accelerator(train: TrainConfig, precision: str, out: Path):
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     train.grad_accum_steps = resolve_accumulation(train, world)
+    check_trackers_installed(train.trackers)
     handlers = process_group_kwargs(train, world, torch.cuda.is_available())
     accelerator = Accelerator(
         mixed_precision={"fp32": "no"}.get(precision, precision),
         # The loop decides when a window ends; an epoch boundary must not cut a window short.
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=train.grad_accum_steps, sync_with_dataloader=False),
         step_scheduler_with_optimizer=False,
-        log_with="tensorboard" if train.tensorboard else None,
+        log_with=train.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         kwargs_handlers=handlers,
     )
+    # accelerate drops a tracker it judges unavailable with only a debug message; a run must not log nowhere.
+    dropped = [n for n in train.trackers if n not in {str(t) for t in accelerator.log_with}]
+    if dropped:
+        raise ConfigError(f"accelerate does not see the package for train.report_to={dropped} as installed (it reads "
+                          f"the package metadata): {TRACKER_INSTALL[dropped[0]]}, or remove it from train.report_to")
     if accelerator.device.type == "cpu":
         set_cpu_threads(train.cpu_threads)
     return accelerator
@@ -178,21 +186,90 @@ def total_steps(train: TrainConfig, tokens_per_step: int) -> int:
     return max(1, min(limits))
 
 
-def flat_hparams(cfg: Any) -> dict[str, Any]:
-    """Scalar settings as `section.key` for TensorBoard's hparams view."""
-    flat: dict[str, Any] = {}
-    for section, values in asdict(cfg).items():
-        if isinstance(values, dict):
-            flat.update({f"{section}.{k}": v for k, v in values.items() if isinstance(v, (int, float, str, bool))})
-        elif isinstance(values, (int, float, str, bool)):
-            flat[section] = values
-    return flat
+# The module each tracker imports, and how to get it (wandb and mlflow are extras: training never needs them).
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+TRACKER_INSTALL = {
+    "tensorboard": "pip install tensorboard",
+    "wandb": "pip install -e '.[wandb]' (or pip install wandb)",
+    "mlflow": "pip install -e '.[mlflow]' (or pip install mlflow-skinny)",
+}
+# Credentials the trackers read from the environment; like HF_TOKEN, never part of what is logged.
+TRACKER_SECRETS = ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD")
+# What to check when a tracker installed fine but does not start.
+TRACKER_HINTS = {
+    "wandb": "log in (`wandb login` or WANDB_API_KEY), or log locally with WANDB_MODE=offline (sync later with "
+             "`wandb sync`)",
+    "mlflow": "set MLFLOW_TRACKING_URI to your tracking server (http://HOST:5000), or to a local store: "
+              "file:/abs/path/mlruns (MLflow 3 also needs MLFLOW_ALLOW_FILE_STORE=true) or sqlite:///mlflow.db "
+              "(needs the full mlflow package)",
+}
+
+
+def check_trackers_installed(report_to: list[str]) -> None:
+    """Every tracker asked for can be imported: fail in seconds, not after data preparation (and accelerate would
+    silently skip it)."""
+    import importlib.util
+
+    missing = [n for n in report_to if importlib.util.find_spec(TRACKER_MODULES[n]) is None]
+    if missing:
+        fixes = "; ".join(f"{n}: {TRACKER_INSTALL[n]}" for n in missing)
+        raise ConfigError(f"train.report_to asks for {missing} but the package is not installed. Install it ({fixes}) "
+                          f"or remove it from train.report_to (train.report_to=[none] logs nowhere)")
+
+
+def tracker_config(cfg: Any) -> dict[str, Any]:
+    """The resolved config as flat `section.key` scalars (what every tracker's hparams/params view accepts); lists
+    and nulls as JSON text. Scrubbed of tokens: a token pasted into a value (a URL, say) must not leave the machine."""
+    import json
+
+    from ..hub import hub_token, scrub
+
+    secrets = [s for s in (hub_token(), *map(os.environ.get, TRACKER_SECRETS)) if s]
+
+    def clean(text: str) -> str:
+        for secret in secrets:
+            text = scrub(text, secret)
+        return scrub(text, "")  # and anything shaped like a Hub token
+
+    def walk(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                yield from walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        elif isinstance(value, (bool, int, float)):
+            yield prefix, value
+        else:
+            yield prefix, clean(value if isinstance(value, str) else json.dumps(value, default=str))
+
+    return dict(walk("", asdict(cfg)))
+
+
+def start_trackers(accelerator, cfg: Any, out: Path) -> None:
+    """Start `train.report_to` (main process only, through accelerate) with the resolved config. Runs are named
+    after the output folder and grouped under `train.project`; wandb writes into OUTPUT_DIR/logs unless WANDB_DIR
+    says otherwise."""
+    train, trackers = cfg.train, cfg.train.trackers
+    if not trackers or not accelerator.is_main_process:
+        return
+    from ..hub import scrub
+
+    name = out.resolve().name
+    init_kwargs: dict[str, dict[str, Any]] = {"wandb": {"name": name}, "mlflow": {"run_name": name}}
+    if "wandb" in trackers and "WANDB_DIR" not in os.environ:
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        init_kwargs["wandb"]["dir"] = str(out / "logs")
+    try:
+        accelerator.init_trackers(train.project, config=tracker_config(cfg), init_kwargs=init_kwargs)
+    except Exception as e:  # each tracker raises its own types (wandb.Error, MlflowException, OSError, ...)
+        hints = "; ".join(f"{n}: {TRACKER_HINTS[n]}" for n in trackers if n in TRACKER_HINTS)
+        cause = " ".join(f"{type(e).__name__}: {e}".split())
+        raise HfLlmError(scrub(f"train.report_to={trackers}: a tracker did not start ({cause})"
+                               + (f". Check: {hints}" if hints else ""))) from None
 
 
 def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, collate: Callable, seq_len: int,
         precision: str, out: Path, description: str = "", train_sampler=None,
         on_checkpoint: Callable[[LoopState, Any], None] | None = None,
-        train_stream: Callable[[int, int], Any] | None = None) -> tuple[LoopState, Any]:
+        train_stream: Callable[[int, int], Any] | None = None, tokenizer: Any = None) -> tuple[LoopState, Any]:
     """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model).
 
     `on_checkpoint` is handed to the loop (called on every process after each checkpoint). `train_stream`
@@ -230,14 +307,12 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
         state = load_checkpoint(accelerator, resume)
         accelerator.print(f"resumed from {resume} at step {state.step}")
     claim_lineage(accelerator, ckpt_root, resume, train.overwrite_output_dir)
-    if train.tensorboard:
-        accelerator.init_trackers("tensorboard", config=flat_hparams(cfg))
     setup = LoopSetup(
         accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
         train_loader=train_loader, eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
         flops_per_token=flops_per_token,
         peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
-        checkpoint_dir=ckpt_root,
+        checkpoint_dir=ckpt_root, tokenizer=tokenizer,
     )
     rows = "streamed" if train_stream is not None else f"{len(train_ds):,}"
     accelerator.print(

@@ -212,7 +212,7 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
     description = (f"fine-tuning {cfg.model.name_or_path} ({cfg.adapter.method}): {trainable:,} trainable of "
                    f"{total:,} parameters ({trainable / total:.2%})")
     state, model = fit(cfg, accelerator, model, model_config, data.train, data.validation, collate, seq_len, precision,
-                       out, description=description, train_sampler=sampler)
+                       out, description=description, train_sampler=sampler, tokenizer=tokenizer)
     summary = _summary(cfg, data, state, trainable, total, precision, notes, tokenizer, accelerator.num_processes,
                        time.perf_counter() - started)
     card = _model_card(cfg, model_config, total, data, summary, tokenizer, adapter_folder=cfg.adapter.method != "full")
@@ -274,6 +274,8 @@ def merge_adapter(cfg: FinetuneRunConfig, adapter_dir: Path, tokenizer, out_dir:
 
 def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable: int, total: int, precision: str,
              notes: dict[str, str], tokenizer, world: int, seconds: float) -> dict[str, Any]:
+    from .downstream import downstream_results, downstream_warnings
+
     rates = [p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]
     mfus = [p["mfu"] for p in state.history if "mfu" in p]
     return {
@@ -302,6 +304,8 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
         # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
         "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"
                                 else "4N + 2N_trainable + attention (frozen base weights get no weight gradient)"),
+        "downstream": downstream_results(state.history),  # latest eval.tasks / eval.harness_tasks metrics
+        "downstream_warnings": downstream_warnings(state.history),  # failed passes (training went on)
         "history": state.history,
     }
 
@@ -321,10 +325,15 @@ def _model_card(cfg: FinetuneRunConfig, model_config, total: int, data: SFTData,
     for split in ("train", "validation"):
         stats[split] = {**stats[split], "documents": stats[split]["examples"], "blocks": stats[split]["rows"]}
     stats["vocab_size"] = len(tokenizer)
+    from .downstream import card_metrics, card_results
+
+    downstream = summary.get("downstream") or {}
+    results.update(card_results(downstream))
     card = render_model_card(
         model_name=Path(cfg.output_dir).name, architecture=model_config.model_type, parameters=total,
         data=stats, training=training, results=results, recipe_yaml=config_to_yaml(cfg),
         base_model=cfg.model.name_or_path, repo_id=cfg.hub.repo_id,
+        metrics=card_metrics(downstream, cfg.eval.tasks) or None,
         datasets=[src.path for src in cfg.data.sources if src.format == "hub"],
     )
     a = cfg.adapter

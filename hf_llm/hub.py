@@ -383,10 +383,11 @@ def card_files(history: list[dict[str, Any]]) -> dict[str, bytes]:
 
 
 def eval_results(metrics: list[dict[str, Any]]) -> list:
-    """[{metric, value, dataset, dataset_type, split?, name?}] → EvalResults (the card's model-index)."""
+    """[{metric, value, dataset, dataset_type, split?, name?, task_name?}] → EvalResults (the card's model-index)."""
     from huggingface_hub import EvalResult
 
-    return [EvalResult(task_type="text-generation", task_name="Language modelling", dataset_type=m["dataset_type"],
+    return [EvalResult(task_type="text-generation", task_name=m.get("task_name", "Language modelling"),
+                       dataset_type=m["dataset_type"],
                        dataset_name=m["dataset"], dataset_split=m.get("split"), metric_type=m["metric"],
                        metric_name=m.get("name", m["metric"]), metric_value=m["value"]) for m in metrics]
 

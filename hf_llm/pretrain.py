@@ -104,7 +104,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
                                       cfg.train.micro_batch_size, collate)
     state, model = fit(cfg, accelerator, model, model_config, prep.train, prep.validation, collate, seq_len, precision,
                        out, description=f"model: {model_config.model_type}, {n_params:,} parameters",
-                       on_checkpoint=push_hook, train_stream=stream)
+                       on_checkpoint=push_hook, train_stream=stream, tokenizer=tokenizer)
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
     card, files = card_for(state)
     export_dir = export_model(accelerator, model, tokenizer, out / "model", card, extra_files=files)
@@ -136,6 +136,8 @@ def sample_export(model_dir: Path, prompts: list[str], max_new_tokens: int, temp
 
 
 def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float) -> dict[str, Any]:
+    from .downstream import downstream_results, downstream_warnings
+
     rates = [p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]
     mfus = [p["mfu"] for p in state.history if "mfu" in p]
     return {
@@ -154,6 +156,8 @@ def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: 
         "unigram_val_loss": prep.card.get("unigram_validation_loss"),
         "median_tokens_per_second": sorted(rates)[len(rates) // 2] if rates else None,
         "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
+        "downstream": downstream_results(state.history),  # latest eval.tasks / eval.harness_tasks metrics
+        "downstream_warnings": downstream_warnings(state.history),  # failed passes (training went on)
         "history": state.history,
     }
 
@@ -175,6 +179,11 @@ def _model_card(cfg: RunConfig, model_config, n_params: int, data_card: dict, su
                for key, metric, name in (("final_val_perplexity", "perplexity", "Validation perplexity"),
                                          ("final_val_loss", "loss", "Validation loss (nats/token)"))
                if summary.get(key) is not None]
+    from .downstream import card_metrics, card_results
+
+    downstream = summary.get("downstream") or {}
+    results.update(card_results(downstream))
+    metrics += card_metrics(downstream, cfg.eval.tasks)
     return render_model_card(
         model_name=Path(cfg.output_dir).name, architecture=model_config.model_type, parameters=n_params,
         data=data_card, training=training, results=results, recipe_yaml=config_to_yaml(cfg),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import EvalConfig, TrainConfig
+from ..downstream import WARNING_KEY
 from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
 from .collate import count_targets
@@ -62,6 +64,40 @@ def build_eval_loader(dataset, batch_size: int, collate: Callable) -> DataLoader
                       generator=loader_generator(0))
 
 
+@dataclass
+class DataStage:
+    """One stage of a staged data mixture, as `fit` takes it: its training blocks (a `datasets.Dataset`, or a
+    stream's `open(epoch, skip_batches)`) and its boundary (none for the last stage, which runs to the end)."""
+
+    train: Any
+    name: str
+    until_step: Optional[int] = None
+    until_tokens: Optional[int] = None
+
+
+def stage_ends(stages: list[DataStage], tokens_per_step: int, total_steps: int) -> list[int]:
+    """The optimizer step after which each stage ends (the last: `total_steps`).
+
+    A token boundary is rounded up to whole optimizer steps, as `train.max_tokens` is: every step draws all its
+    micro-batches from one stage. Every stage must get at least one step of the run.
+    """
+    from ..config import ConfigError
+
+    ends = []
+    for i, stage in enumerate(stages[:-1]):
+        end = stage.until_step if stage.until_step is not None else math.ceil(stage.until_tokens / tokens_per_step)
+        what = (f"until_step={stage.until_step}" if stage.until_step is not None else
+                f"until_tokens={stage.until_tokens:,} (step {end} at {tokens_per_step:,} tokens per step)")
+        if ends and end <= ends[-1]:
+            raise ConfigError(f"data.stages[{i}] ({stage.name}) ends at {what}, not after the previous stage's end at "
+                              f"step {ends[-1]}; make the boundaries increase")
+        if end >= total_steps:
+            raise ConfigError(f"data.stages[{i}] ({stage.name}) ends at {what}, but the run has {total_steps} steps, "
+                              f"so the stages after it would never run; move the boundary or raise train.max_steps")
+        ends.append(end)
+    return [*ends, total_steps]
+
+
 class BatchStream:
     """Endless micro-batches over epochs; `state.epoch`/`state.batches_in_epoch` say where it is.
 
@@ -69,19 +105,49 @@ class BatchStream:
     `open(epoch, skip_batches)` → that epoch's micro-batches of this process after the first `skip_batches`.
     Streams end at different times on different processes, so each one resumes at its own position
     (`state.stream_positions`, gathered at every checkpoint).
+
+    With data stages, `loader` is the first stage's and `later` holds (first step, loader) of each later stage;
+    `at_step` switches to a stage's loader when its first step comes, at the same step on every process, and the
+    position (epoch, batches, stream positions) restarts within it. `state.stage` says which stage the position
+    belongs to, so a checkpoint taken at any step resumes in the right stage.
     """
 
-    def __init__(self, accelerator, loader, state: LoopState):
-        self.accelerator, self.loader, self.state = accelerator, loader, state
-        self.opens = not isinstance(loader, DataLoader) and callable(loader)
+    def __init__(self, accelerator, loader, state: LoopState, later: tuple = ()):
+        self.accelerator, self.state = accelerator, state
+        self.loaders = [loader, *(stage_loader for _, stage_loader in later)]
+        self.starts = [0, *(start for start, _ in later)]
+        # The stage of the last step taken must be the checkpoint's: its position is a position in that stage.
+        if state.step > 0 and self.stage_of(state.step - 1) != state.stage:
+            from ..config import ConfigError
+
+            raise ConfigError(f"the checkpoint at step {state.step} was written in data stage {state.stage}, but this "
+                              f"recipe's data.stages put step {state.step} in stage {self.stage_of(state.step - 1)}; "
+                              f"resume with the stages (and boundaries up to step {state.step}) that wrote it")
+        self.loader = self.loaders[state.stage]
+        self.opens = not isinstance(self.loader, DataLoader) and callable(self.loader)
         if self.opens and state.stream_positions:
             if len(state.stream_positions) != accelerator.num_processes:
                 raise ValueError(f"the checkpoint's stream was split over {len(state.stream_positions)} processes; "
                                  f"resume a streamed run with the same number ({accelerator.num_processes} now)")
             state.epoch, state.batches_in_epoch = state.stream_positions[accelerator.process_index]
-        elif not self.opens and len(loader) == 0:
+        elif not self.opens and len(self.loader) == 0:
             raise ValueError("the training set has fewer blocks than one micro-batch per process; lower micro_batch_size")
         self._it: Optional[Iterator] = None
+
+    def stage_of(self, step: int) -> int:
+        """The stage that optimizer step `step` (0-based) draws from."""
+        return max(i for i, start in enumerate(self.starts) if start <= step)
+
+    def at_step(self, step: int) -> None:
+        """Enter the stage that optimizer step `step` (0-based) draws from, if it is a later one."""
+        stage = self.stage_of(step)
+        if stage == self.state.stage:
+            return
+        self.state.stage, self.state.epoch, self.state.batches_in_epoch = stage, 0, 0
+        self.loader, self._it = self.loaders[stage], None
+        if not self.opens and len(self.loader) == 0:
+            raise ValueError(f"data stage {stage} has fewer blocks than one micro-batch per process; lower "
+                             f"micro_batch_size")
 
     def positions(self) -> list[list[int]]:
         """[epoch, batches_in_epoch] of every process (a collective: every process calls it)."""
@@ -193,6 +259,90 @@ def evaluate_loss(accelerator, model, loader, max_batches: Optional[int] = None)
     return (loss_sum / count).item() if count > 0 else math.nan, int(count.item())
 
 
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """The requests process `rank` scores: a contiguous share of `range(n)`, padded with -1 to ceil(n / world)
+    entries, so every process runs the same number of forwards (ZeRO-3 gathers parameters inside each one)."""
+    per = math.ceil(n / world)
+    real = list(range(min(rank * per, n), min((rank + 1) * per, n)))
+    return real + [-1] * (per - len(real))
+
+
+def unshard(indices: list[int], values: list, n: int) -> list:
+    """`values` of the gathered shards back in request order; the padding (index -1) is dropped."""
+    out: list = [None] * n
+    for i, v in zip(indices, values):
+        if i >= 0:
+            out[i] = v
+    if any(v is None for v in out):
+        raise ValueError("the gathered shards do not cover every request")
+    return out
+
+
+@torch.no_grad()
+def evaluate_tasks(accelerator, model, tasks: list, batch_size: int) -> dict[str, float]:
+    """{"<task>/<metric>": value} of the local zero-shot tasks (`[(Task, requests)]`, see hf_llm.downstream).
+
+    Each process scores its shard of all the requests and the per-request scores are gathered, so every process
+    gets the same metrics. A process whose scoring fails tells the others before the gather, so that they raise
+    too instead of waiting for it. Scoring runs on the unwrapped model: DDP's forward broadcasts buffers, a
+    collective that a process which failed would leave the others waiting in (ZeRO-3's forwards stay collective:
+    there the equal number of forwards per process is what keeps them in step).
+    """
+    from ..downstream import score_requests, task_metrics
+
+    requests = [r for _, reqs in tasks for r in reqs]
+    world, device = accelerator.num_processes, accelerator.device
+    indices = shard_indices(len(requests), accelerator.process_index, world)
+    error: Optional[Exception] = None
+    was_training = model.training
+    model.eval()  # no dropout: a score must not depend on the step it was taken at
+    try:
+        with accelerator.autocast():
+            logprobs, greedy = score_requests(accelerator.unwrap_model(model), [requests[max(i, 0)] for i in indices],
+                                              batch_size, device)
+    except Exception as e:  # re-raised below, once the other processes know
+        error = e
+    finally:
+        model.train(was_training)
+    if world > 1:
+        failed = accelerator.reduce(torch.tensor(float(error is not None), device=device), reduction="sum").item()
+        if failed and error is None:
+            raise RuntimeError("downstream scoring failed on another process")
+    if error is not None:
+        raise error
+    if world > 1:
+        indices = accelerator.gather(torch.tensor(indices, device=device)).tolist()
+        logprobs = accelerator.gather(torch.tensor(logprobs, dtype=torch.float64, device=device)).tolist()
+        greedy = [bool(g) for g in accelerator.gather(torch.tensor(greedy, dtype=torch.long, device=device)).tolist()]
+    logprobs, greedy = unshard(indices, logprobs, len(requests)), unshard(indices, greedy, len(requests))
+    metrics, start = {}, 0
+    for task, reqs in tasks:
+        scores = task_metrics(task, logprobs[start:start + len(reqs)], greedy[start:start + len(reqs)])
+        metrics.update({f"{task.name}/{k}": v for k, v in scores.items()})
+        start += len(reqs)
+    return metrics
+
+
+def downstream_metrics(accelerator, model, tokenizer, evaluation: EvalConfig, prepared: list) -> dict[str, float]:
+    """Every downstream metric of this step as {"eval/<task>/<metric>": value}. `prepared` keeps the tokenised
+    local tasks from the first pass on; it is filled only once they are all built."""
+    from ..downstream import DEFAULT_MAX_LENGTH, build_requests, read_task, run_harness
+    from ..model import max_positions
+
+    unwrapped = accelerator.unwrap_model(model)
+    metrics: dict[str, float] = {}
+    if evaluation.tasks:
+        if not prepared:
+            max_length = max_positions(unwrapped.config) or DEFAULT_MAX_LENGTH
+            built = [read_task(cfg) for cfg in evaluation.tasks]
+            prepared[:] = [(task, build_requests(task, tokenizer, max_length)) for task in built]
+        metrics.update(evaluate_tasks(accelerator, model, prepared, evaluation.task_batch_size))
+    if evaluation.harness_tasks:
+        metrics.update(run_harness(unwrapped, tokenizer, evaluation.harness_tasks, evaluation.harness_limit,
+                                   evaluation.task_batch_size))
+    return {f"eval/{k}": v for k, v in metrics.items()}
+
+
 @dataclass
 class LoopSetup:
     """What the builders hand the loop."""
@@ -208,6 +358,9 @@ class LoopSetup:
     flops_per_token: float
     peak_flops: Optional[float]
     checkpoint_dir: Path
+    tokenizer: Any = None  # tokenises eval.tasks and serves eval.harness_tasks; needed only when they are set
+    # Data stages after the first (whose loader is train_loader): (first step, loader, name) each, in order.
+    later_stages: list[tuple[int, Any, str]] = field(default_factory=list)
 
 
 def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation: EvalConfig,
@@ -220,8 +373,13 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
     from tqdm.auto import tqdm
 
     acc, model = setup.accelerator, setup.model
+    downstream = bool(evaluation.tasks or evaluation.harness_tasks)
+    if downstream and setup.tokenizer is None:
+        raise ValueError("eval.tasks and eval.harness_tasks need a tokenizer: the builder must set LoopSetup.tokenizer")
+    prepared_tasks: list = []  # tokenised at the first evaluation, then reused
     model.train()
-    stream = BatchStream(acc, setup.train_loader, state)
+    stream = BatchStream(acc, setup.train_loader, state, [(start, loader) for start, loader, _ in setup.later_stages])
+    stage_names = ["", *(name for _, _, name in setup.later_stages)]
     bar = tqdm(total=setup.total_steps, initial=state.step, desc="train", disable=not acc.is_local_main_process,
                dynamic_ncols=True)
     window_tokens, window_start = 0, time.perf_counter()
@@ -229,6 +387,10 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
     grad_norm: Optional[float] = None
     end = setup.total_steps if train.stop_after_steps is None else min(setup.total_steps, train.stop_after_steps)
     while state.step < end:
+        before = state.stage
+        stream.at_step(state.step)  # before the step's first micro-batch: a step never mixes two stages
+        if state.stage != before and acc.is_main_process:
+            bar.write(f"step {state.step}: data stage {state.stage} ({stage_names[state.stage]}) begins")
         micro = [next(stream) for _ in range(train.grad_accum_steps)]
         loss, _targets = train_step(acc, model, micro)
         if train.max_grad_norm is not None and acc.sync_gradients:
@@ -237,6 +399,9 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
         optimizer_step(acc, setup.optimizer, setup.scheduler)
         state.step += 1
         state.tokens_seen += setup.tokens_per_step
+        for counts, add in ((state.stage_steps, 1), (state.stage_tokens, setup.tokens_per_step)):
+            counts += [0] * (state.stage + 1 - len(counts))
+            counts[state.stage] += add
         state.train_loss = loss
         window_tokens += setup.tokens_per_step
         bar.update(1)
@@ -251,14 +416,20 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
                 point["mfu"] = util
             if grad_norm is not None:
                 point["grad_norm"] = grad_norm
+            if setup.later_stages:  # the boundary shows on every tracker's curves
+                point["data_stage"] = state.stage
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{util:.1%}" if util is not None else "n/a")
             _record(acc, state, point, on_log)
             window_tokens, window_start = 0, time.perf_counter()
-        if setup.eval_loader is not None and (state.step % evaluation.every == 0 or last):
-            val, _ = evaluate_loss(acc, model, setup.eval_loader, evaluation.max_batches)
-            state.val_loss = val
-            _record(acc, state, {"val_loss": val, "val_perplexity": math.exp(min(val, 50))}, on_log)
-            bar.write(f"step {state.step}: validation loss {val:.4f} (perplexity {math.exp(min(val, 50)):.2f})") if acc.is_main_process else None
+        if (setup.eval_loader is not None or downstream) and (state.step % evaluation.every == 0 or last):
+            if setup.eval_loader is not None:
+                val, _ = evaluate_loss(acc, model, setup.eval_loader, evaluation.max_batches)
+                state.val_loss = val
+                _record(acc, state, {"val_loss": val, "val_perplexity": math.exp(min(val, 50))}, on_log)
+                if acc.is_main_process:
+                    bar.write(f"step {state.step}: validation loss {val:.4f} (perplexity {math.exp(min(val, 50)):.2f})")
+            if downstream:
+                _downstream_pass(acc, model, setup.tokenizer, evaluation, prepared_tasks, state, on_log, bar)
             window_start = time.perf_counter()  # validation time is not training throughput
         state.elapsed_seconds = time.perf_counter() - run_start
         if (train.save_every and state.step % train.save_every == 0) or last:
@@ -269,6 +440,26 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
             window_start = time.perf_counter()
     bar.close()
     return state
+
+
+def _downstream_pass(acc, model, tokenizer, evaluation: EvalConfig, prepared: list, state: LoopState, on_log,
+                     bar) -> None:
+    """Record this step's downstream metrics. Any failure (a task file gone bad, an exception while scoring, lm-eval)
+    becomes a warning in the logs and the history, and training goes on: the next checkpoint is still written."""
+    was_training = model.training
+    try:
+        metrics = downstream_metrics(acc, model, tokenizer, evaluation, prepared)
+    except Exception as e:  # an evaluation must never cost the run
+        message = f"downstream evaluation failed at step {state.step} ({type(e).__name__}: {e}); training goes on"
+        if acc.is_main_process:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        _record(acc, state, {WARNING_KEY: message}, on_log)
+        return
+    finally:
+        model.train(was_training)  # lm-eval's wrapper leaves the model in eval mode
+    _record(acc, state, metrics, on_log)
+    if acc.is_main_process:
+        bar.write(f"step {state.step}: " + ", ".join(f"{k[len('eval/'):]} {v:.4g}" for k, v in metrics.items()))
 
 
 def _record(acc, state: LoopState, point: dict[str, float], on_log) -> None:

@@ -77,14 +77,23 @@ def test_strategy_trains_and_exports(strategy, tmp_path, prepared):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "zero2"])
-def test_two_processes_equal_one_process_with_accumulation(strategy, tmp_path, prepared):
-    single = _launch(None, tmp_path / "one", _overrides(tmp_path / "one", prepared, "train.grad_accum_steps=2"))
-    multi = _launch(strategy, tmp_path / "two", _overrides(tmp_path / "two", prepared))
-    assert single["tokens_seen"] == multi["tokens_seen"]
+@pytest.mark.parametrize("strategy, precision", [("ddp", "fp32"), ("zero2", "fp32"), ("ddp", "bf16")])
+def test_two_processes_equal_one_process_with_accumulation(strategy, precision, tmp_path, prepared):
+    """fp32 agrees to 1e-4 over 8 steps; bf16 autocast to 2e-2 (bf16 rounding of every matmul input, compounded
+    over the steps; measured ≈1e-3 on this CPU)."""
+    from hf_llm.train.run import cpu_supports_bf16
+
+    if precision == "bf16" and not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16")
+    p = f"train.precision={precision}"
+    single = _launch(None, tmp_path / "one", _overrides(tmp_path / "one", prepared, "train.grad_accum_steps=2", p))
+    multi = _launch(strategy, tmp_path / "two", _overrides(tmp_path / "two", prepared, p))
+    assert single["tokens_seen"] == multi["tokens_seen"] and single["precision"] == multi["precision"] == precision
     a, b = _losses(single), _losses(multi)
     assert len(a) == len(b) == 8
-    assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-4, (a, b)
+    tolerance = {"fp32": 1e-4, "bf16": 2e-2}[precision]
+    print(f"{strategy} {precision}: max loss difference {max(abs(x - y) for x, y in zip(a, b)):.3g}")
+    assert max(abs(x - y) for x, y in zip(a, b)) <= tolerance, (a, b)
 
 
 def test_zero3_resume_and_export_equal_live_model(tmp_path, prepared):

@@ -69,7 +69,7 @@ def base_model(corpus, tmp_path_factory) -> Path:
     return out / "model"
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
 def test_pretraining_export_equals_live_model(compile, corpus, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
@@ -89,7 +89,7 @@ def test_pretraining_export_equals_live_model(compile, corpus, tmp_path, monkeyp
     assert (_logits(fresh) - seen["export_model"]).abs().max().item() > 1e-2
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
 def test_lora_adapter_and_merged_exports_equal_live_model(compile, base_model, tmp_path, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -212,11 +212,12 @@ def _assert_dropout_state(config_dir: Path, dropout: float) -> None:
 # ------------------------------------------------------------------------------------------------ the matrix
 
 
-CELLS = [(data, processes, dropout) for data in ("memory", "stream") for processes in (1, 2) for dropout in (0.0, 0.05)]
+CELLS = [pytest.param(data, processes, dropout, id=f"{data}-{processes}proc-dropout{dropout:g}",
+                      marks=[pytest.mark.slow] if processes > 1 else [])
+         for data in ("memory", "stream") for processes in (1, 2) for dropout in (0.0, 0.05)]
 
 
-@pytest.mark.parametrize("data,processes,dropout", CELLS,
-                         ids=[f"{d}-{n}proc-dropout{p:g}" for d, n, p in CELLS])
+@pytest.mark.parametrize("data,processes,dropout", CELLS)
 def test_pretraining_resumed_twice_equals_uninterrupted(data, processes, dropout, data_root, tmp_path):
     def run(out: Path, overrides: list[str]) -> dict:
         if processes == 1:

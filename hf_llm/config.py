@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .data.clean import CleanConfig
 from .data.decontam import DecontamConfig
 from .data.dedup import DedupConfig
+from .data.presets import preset_layers, presets_resolved
 
 
 class HfLlmError(Exception):
@@ -467,8 +468,11 @@ def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[st
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), *[x for x in layers if x is not None])
-        return OmegaConf.to_object(merged)
+        user = [x for x in layers if x is not None]
+        # Presets (data.clean.preset, ...) sit between the defaults and the user's layers: the user's keys win.
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *preset_layers(schema, user), *user)
+        with presets_resolved():  # the merged values already hold each preset, and the user's keys won over it
+            return OmegaConf.to_object(merged)
     except ConfigError:
         raise
     except OmegaConfBaseException as e:

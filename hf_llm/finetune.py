@@ -84,6 +84,8 @@ def check_finetune_config(cfg: FinetuneRunConfig) -> tuple[str, Any]:
     """Checks that need no data or weights, so mistakes fail in seconds. Returns (precision, model config)."""
     from .hub import check_push_ready
 
+    if cfg.data.stages:
+        raise ConfigError("data.stages (staged mixtures) is for pretraining; fine-tuning reads data.sources")
     check_base_model(cfg.model.name_or_path)
     check_push_ready(cfg.hub)  # no token or offline mode: fail now, not after training
     if cfg.hub.push_every:

@@ -34,7 +34,16 @@ def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
         from .data.stream import check_stream_config
 
         check_stream_config(cfg.data, cfg.tokenizer.name_or_path)
-    if cfg.data.prepared is None:
+    if cfg.train.init_from:
+        from .train.checkpoint import check_init_from, resolve_resume
+
+        if resolve_resume(cfg.train.resume_from, Path(cfg.output_dir) / "checkpoints") is None:
+            check_init_from(cfg.train.init_from, Path(cfg.output_dir) / "checkpoints")
+    if cfg.data.stages:
+        from .data.stages import check_stage_sources
+
+        check_stage_sources(cfg.data)
+    elif cfg.data.prepared is None:
         from .data.sources import resolve_files
 
         for src in cfg.data.sources:
@@ -47,7 +56,7 @@ def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
 
 def prepare_data(cfg: RunConfig, accelerator, out: Path):
     """The prepared folder: given, reused from an earlier run with the same data config, or built (main first)."""
-    from .data.pipeline import PreparedData, build_prepared_data, load_prepared, reusable
+    from .data.pipeline import PreparedData, build_prepared_data, data_fingerprint, load_prepared, reusable
 
     if cfg.data.stream_train:  # nothing written: validation is packed in memory, training is read as it goes
         from .data.stream import validation_dataset
@@ -56,6 +65,7 @@ def prepare_data(cfg: RunConfig, accelerator, out: Path):
         tokenizer = load_tokenizer(cfg.tokenizer.name_or_path)
         validation = validation_dataset(cfg.data, tokenizer)
         card = {"streamed": True, "train": {"seq_len": cfg.data.seq_len},
+                "fingerprint": data_fingerprint(cfg.data, cfg.tokenizer),
                 "validation": {"blocks": len(validation), "tokens": len(validation) * cfg.data.seq_len}}
         return PreparedData(None, validation, tokenizer, card, out)
     if cfg.data.prepared:
@@ -67,6 +77,41 @@ def prepare_data(cfg: RunConfig, accelerator, out: Path):
     return load_prepared(target)
 
 
+def prepare_stages(cfg: RunConfig, accelerator, out: Path):
+    """`data.stages`: one prepared folder per stage (built on the main process, or given), or one stream per stage.
+    Returns (the run's data: the first stage's validation and tokenizer with the staged card, every stage's data)."""
+    from .data.pipeline import PreparedData
+    from .data.stages import (build_stage_folders, load_stage_folders, shared_source_notes, stage_data_config,
+                              stage_names, staged_card, streamed_fingerprints)
+
+    names = stage_names(cfg.data)
+    for note in shared_source_notes(cfg.data):
+        accelerator.print(f"note: {note}")
+    if cfg.data.stream_train:
+        from .data.sources import source_label
+        from .data.stream import validation_dataset
+        from .data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer.name_or_path)
+        validation = validation_dataset(stage_data_config(cfg.data, cfg.data.stages[0]), tokenizer)
+        fingerprints = streamed_fingerprints(cfg.data, cfg.tokenizer)
+        cards = [{"streamed": True, "fingerprint": fp, "train": {"seq_len": cfg.data.seq_len},
+                  "sources": {source_label(src): {"weight": src.weight} for src in stage.sources}}
+                 for fp, stage in zip(fingerprints, cfg.data.stages)]
+        cards[0]["validation"] = {"blocks": len(validation), "tokens": len(validation) * cfg.data.seq_len}
+        stages = [PreparedData(None, validation if i == 0 else None, tokenizer, card, out)
+                  for i, card in enumerate(cards)]
+    else:
+        if accelerator.is_main_process:
+            build_stage_folders(cfg.data, cfg.tokenizer, out / "data")
+        wait_for_main(accelerator, cfg.train, "preparing the data stages")
+        stages = load_stage_folders(cfg.data, cfg.tokenizer, out / "data")
+    first = stages[0]
+    prep = PreparedData(first.train, first.validation, first.tokenizer, staged_card(names, [s.card for s in stages]),
+                        out / "data")
+    return prep, stages
+
+
 def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     """The main job. Returns the summary it also prints and writes to OUTPUT_DIR/summary.json."""
     from accelerate.utils import set_seed
@@ -74,13 +119,17 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     precision, _ = check_run_config(cfg)
     started = time.perf_counter()
     accelerator, out = start_run(cfg, precision)
-    prep = prepare_data(cfg, accelerator, out)
+    stages = None  # data.stages: every stage's data; `prep` is then the run's view (first stage's validation)
+    if cfg.data.stages:
+        prep, stages = prepare_stages(cfg, accelerator, out)
+    else:
+        prep = prepare_data(cfg, accelerator, out)
     tokenizer = prep.tokenizer
     from .data.tokenizer import special_token_ids
 
     model_config = build_model_config(cfg.model, len(tokenizer), special_token_ids(tokenizer))
     seq_len = cfg.data.seq_len if prep.train is None else len(prep.train[0]["input_ids"])
-    if seq_len != cfg.data.seq_len and cfg.data.prepared:
+    if seq_len != cfg.data.seq_len and (cfg.data.prepared or stages):
         accelerator.print(f"note: the prepared data has blocks of {seq_len} tokens; data.seq_len is ignored")
     set_seed(cfg.train.seed)  # the same initial weights whatever data preparation consumed from the RNG
     model = build_model(model_config, cfg.model.attn_implementation)
@@ -89,23 +138,35 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
                              varlen=needs_varlen_kwargs(cfg.model.attn_implementation))
     from .hub import card_files, checkpoint_push_hook, finish_pushes
 
+    def data_card(st: LoopState) -> dict:
+        """The data card at the loop's current state: a staged run's says what each stage has trained so far."""
+        if stages is None:
+            return prep.card
+        from .data.stages import stage_names, staged_card
+
+        return staged_card(stage_names(cfg.data), [s.card for s in stages], st)
+
     def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:
         """The card (and its loss curve) of an export at the loop's current state."""
         files = card_files(st.history)
         interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
-        return _model_card(cfg, model_config, n_params, prep.card, interim, loss_curve=bool(files)), files
+        return _model_card(cfg, model_config, n_params, data_card(st), interim, loss_curve=bool(files)), files
 
     push_hook, pusher = checkpoint_push_hook(cfg.hub, accelerator, tokenizer, out, card_for)
     stream = None
-    if prep.train is None:
+    if prep.train is None and stages is None:
         from .data.stream import batched_train_stream
 
         stream = batched_train_stream(cfg.data, tokenizer, accelerator.process_index, accelerator.num_processes,
                                       cfg.train.micro_batch_size, collate)
     state, model = fit(cfg, accelerator, model, model_config, prep.train, prep.validation, collate, seq_len, precision,
                        out, description=f"model: {model_config.model_type}, {n_params:,} parameters",
-                       on_checkpoint=push_hook, train_stream=stream, tokenizer=tokenizer)
+                       on_checkpoint=push_hook, train_stream=stream, tokenizer=tokenizer,
+                       stages=_train_stages(cfg, stages, tokenizer, accelerator, collate),
+                       data_fingerprint=prep.card.get("fingerprint"))
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+    if stages is not None:
+        summary["stages"] = data_card(state)["stages"]
     card, files = card_for(state)
     export_dir = export_model(accelerator, model, tokenizer, out / "model", card, extra_files=files)
     if accelerator.is_main_process:
@@ -117,6 +178,21 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
         print(format_summary(summary))
     accelerator.end_training()
     return summary
+
+
+def _train_stages(cfg: RunConfig, stages, tokenizer, accelerator, collate):
+    """The stages as `fit` takes them (None without data.stages): blocks, or with stream_train each stage's stream."""
+    if stages is None:
+        return None
+    from .data.stages import stage_names, stream_stage_opens
+    from .train.loop import DataStage
+
+    trains = [s.train for s in stages]
+    if cfg.data.stream_train:
+        trains = stream_stage_opens(cfg.data, tokenizer, accelerator.process_index, accelerator.num_processes,
+                                    cfg.train.micro_batch_size, collate)
+    return [DataStage(train, name, stage.until_step, stage.until_tokens, s.card.get("fingerprint"))
+            for train, name, stage, s in zip(trains, stage_names(cfg.data), cfg.data.stages, stages)]
 
 
 def sample_export(model_dir: Path, prompts: list[str], max_new_tokens: int, temperature: float,
@@ -208,6 +284,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"train loss        {f(s['final_train_loss'])}",
         f"validation loss   {f(s['final_val_loss'])} (perplexity {f(s['final_val_perplexity'], '.2f')}); "
         f"unigram baseline {f(s['unigram_val_loss'])}",
+        *(f"data stage        {st['name']}: {st['steps']:,} steps, {st['tokens']:,} tokens ({st['sources']})"
+          for st in s.get("stages", [])),
         "-" * 72,
         f"model (Hub-ready) {s['output_dir']}/model",
         f"checkpoints       {s['output_dir']}/checkpoints",

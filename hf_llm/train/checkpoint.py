@@ -25,6 +25,13 @@ class LoopState:
     batches_in_epoch: int = 0  # micro-batches this process consumed in the current epoch
     elapsed_seconds: float = 0.0
     stream_positions: list[list[int]] = field(default_factory=list)  # data.stream_train: [epoch, batches] per process
+    # data.stages: the stage the position above is in (epoch, batches and stream positions restart in each stage)
+    stage: int = 0
+    stage_steps: list[int] = field(default_factory=list)  # optimizer steps taken in each stage so far
+    stage_tokens: list[int] = field(default_factory=list)  # and tokens (global, every position), for the summary
+    # Each stage's training data (its prepared folder's fingerprint), so that a run started from this checkpoint
+    # with train.init_from can tell whether it continues the same data (and keeps the position) or other data.
+    data_fingerprints: list[Optional[str]] = field(default_factory=list)
     train_loss: Optional[float] = None
     val_loss: Optional[float] = None
     history: list[dict[str, Any]] = field(default_factory=list)  # logged points, for the model card's curve
@@ -147,6 +154,38 @@ def load_checkpoint(accelerator, path: str | Path) -> LoopState:
     path = Path(path)
     accelerator.load_state(str(path))
     return LoopState(**json.loads((path / STATE_FILE).read_text()))
+
+
+def check_init_from(init_from: Optional[str], root: str | Path) -> Optional[Path]:
+    """`train.init_from` names a complete checkpoint outside this run's own checkpoints folder (which this run
+    prunes, moves aside or, with overwrite_output_dir, deletes). Returns it as a path (None when unset)."""
+    if not init_from:
+        return None
+    path = Path(init_from)
+    if not (path / STATE_FILE).is_file():
+        raise ConfigError(f"train.init_from={init_from!r} is not a complete checkpoint (no {STATE_FILE}); name a "
+                          f"step-N folder of another run's checkpoints/")
+    if path.resolve().is_relative_to(Path(root).resolve()):
+        raise ConfigError(f"train.init_from={init_from!r} is inside this run's own checkpoints folder {root}; a run "
+                          f"started from a checkpoint writes its own: give it a new output_dir (or continue that run "
+                          f"with train.resume_from)")
+    return path
+
+
+def start_from_checkpoint(accelerator, path: Path, fingerprint: Optional[str]) -> tuple[LoopState, bool]:
+    """Load another run's checkpoint for `train.init_from`: weights, optimizer state and RNG (through accelerate,
+    so ZeRO shards load too). The loop state starts afresh (step 0, no history) except the data position, kept when
+    the checkpoint's current data is this run's first data (`fingerprint`), so that a decay on the same data goes on
+    with the batches the stable run would have drawn next. Returns (state, whether the position was kept). The caller
+    restarts the schedule, which the checkpoint's own state has just overwritten."""
+    old = load_checkpoint(accelerator, path)
+    state = LoopState()
+    current = old.data_fingerprints[old.stage] if old.stage < len(old.data_fingerprints) else None
+    same_data = fingerprint is not None and current == fingerprint
+    if same_data:
+        state.epoch, state.batches_in_epoch = old.epoch, old.batches_in_epoch
+        state.stream_positions = list(old.stream_positions)
+    return state, same_data
 
 
 def export_model(accelerator, model, tokenizer, out_dir: str | Path, card: str, max_shard_size: str = "2GB",

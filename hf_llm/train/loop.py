@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import EvalConfig, TrainConfig
+from ..config import ConfigError, EvalConfig, TrainConfig
 from ..downstream import WARNING_KEY
 from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
@@ -73,6 +73,7 @@ class DataStage:
     name: str
     until_step: Optional[int] = None
     until_tokens: Optional[int] = None
+    fingerprint: Optional[str] = None  # identifies the stage's data (see LoopState.data_fingerprints)
 
 
 def stage_ends(stages: list[DataStage], tokens_per_step: int, total_steps: int) -> list[int]:
@@ -81,8 +82,6 @@ def stage_ends(stages: list[DataStage], tokens_per_step: int, total_steps: int) 
     A token boundary is rounded up to whole optimizer steps, as `train.max_tokens` is: every step draws all its
     micro-batches from one stage. Every stage must get at least one step of the run.
     """
-    from ..config import ConfigError
-
     ends = []
     for i, stage in enumerate(stages[:-1]):
         end = stage.until_step if stage.until_step is not None else math.ceil(stage.until_tokens / tokens_per_step)
@@ -118,8 +117,6 @@ class BatchStream:
         self.starts = [0, *(start for start, _ in later)]
         # The stage of the last step taken must be the checkpoint's: its position is a position in that stage.
         if state.step > 0 and self.stage_of(state.step - 1) != state.stage:
-            from ..config import ConfigError
-
             raise ConfigError(f"the checkpoint at step {state.step} was written in data stage {state.stage}, but this "
                               f"recipe's data.stages put step {state.step} in stage {self.stage_of(state.step - 1)}; "
                               f"resume with the stages (and boundaries up to step {state.step}) that wrote it")

@@ -65,3 +65,15 @@ def lr_multiplier(step: int, total: int, cfg: TrainConfig) -> float:
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: TrainConfig):
     fn: Callable[[int], float] = lambda step: lr_multiplier(step, total_steps, cfg)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def restart_schedule(optimizer: torch.optim.Optimizer, scheduler, total_steps: int, cfg: TrainConfig) -> None:
+    """After loading another run's optimizer state (`train.init_from`): keep its moments and step counts, take this
+    run's hyperparameters (loading a state dict brings the old ones back) and start the schedule at its step 0."""
+    for i, group in enumerate(optimizer.param_groups):
+        # The groups are param_groups' order: decayed weights first, then (if any) the undecayed ones.
+        group.update(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                     weight_decay=cfg.weight_decay if i == 0 else 0.0)
+        group.pop("initial_lr", None)
+    fresh = build_scheduler(optimizer, total_steps, cfg)  # sets every group's LR to its step-0 value
+    scheduler.load_state_dict(fresh.state_dict())

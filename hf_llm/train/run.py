@@ -11,10 +11,11 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from ..config import ConfigError, HfLlmError, RunConfig, TrainConfig
-from .checkpoint import LoopState, check_checkpoint_owner, claim_lineage, load_checkpoint, resolve_resume
-from .loop import LoopSetup, build_eval_loader, build_train_loader, run_loop
+from .checkpoint import (LoopState, check_checkpoint_owner, check_init_from, claim_lineage, load_checkpoint,
+                         resolve_resume, start_from_checkpoint)
+from .loop import DataStage, LoopSetup, build_eval_loader, build_train_loader, run_loop, stage_ends
 from .metrics import device_peak_flops, frozen_matmul_params, model_flops_per_token
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, restart_schedule
 
 
 def cpu_supports_bf16() -> bool:
@@ -269,12 +270,18 @@ def start_trackers(accelerator, cfg: Any, out: Path) -> None:
 def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, collate: Callable, seq_len: int,
         precision: str, out: Path, description: str = "", train_sampler=None,
         on_checkpoint: Callable[[LoopState, Any], None] | None = None,
-        train_stream: Callable[[int, int], Any] | None = None, tokenizer: Any = None) -> tuple[LoopState, Any]:
+        train_stream: Callable[[int, int], Any] | None = None, tokenizer: Any = None,
+        stages: Optional[list[DataStage]] = None, data_fingerprint: Optional[str] = None) -> tuple[LoopState, Any]:
     """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model).
 
     `on_checkpoint` is handed to the loop (called on every process after each checkpoint). `train_stream`
     (`open(epoch, skip_batches)`, see hf_llm.data.stream) replaces `train_ds`: it is already split by node, so it
     does not go through accelerate.prepare (which would shard it again); the loop moves its batches to the device.
+    `stages` (data.stages) replace both: each stage's blocks or stream, and where it ends. `data_fingerprint`
+    identifies the (single stage's) training data for `train.init_from`.
+
+    `train.init_from` (a fresh run only: a checkpoint of this run's own wins) starts from another run's weights,
+    optimizer state and RNG with this run's schedule from step 0 (see checkpoint.start_from_checkpoint).
     """
     train = cfg.train
     if train.gradient_checkpointing:
@@ -284,17 +291,22 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
     optimizer = build_optimizer(model, train, cpu_offload=offloads_optimizer(accelerator))
     tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
     steps = total_steps(train, tokens_per_step)
-    if train_stream is None:
-        train_loader = build_train_loader(train_ds, train.micro_batch_size, collate, train.seed, train_sampler)
+    if stages is None:
+        stages = [DataStage(train_ds if train_stream is None else train_stream, "", fingerprint=data_fingerprint)]
+    ends = stage_ends(stages, tokens_per_step, steps)
+    streamed = callable(stages[0].train)  # a stream's open(epoch, skip_batches); a Dataset is not callable
+    loaders = [stage.train if streamed else
+               build_train_loader(stage.train, train.micro_batch_size, collate, train.seed, train_sampler)
+               for stage in stages]
     eval_loader = build_eval_loader(val_ds, train.micro_batch_size, collate) if val_ds is not None else None
     if train.compile:
         # In place: the module (and so every state dict, checkpoint and export) keeps its own parameter names.
         model.compile()
-    if train_stream is None:
-        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if not streamed:
+        model, optimizer, loaders[0] = accelerator.prepare(model, optimizer, loaders[0])
+        loaders[1:] = [accelerator.prepare(loader) for loader in loaders[1:]]
     else:
         model, optimizer = accelerator.prepare(model, optimizer)
-        train_loader = train_stream
     # Built on the prepared optimizer: ZeRO regroups parameters, and the schedule must drive the groups that step.
     scheduler = build_scheduler(optimizer, steps, train)
     accelerator.register_for_checkpointing(scheduler)
@@ -303,18 +315,30 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
     state = LoopState()
     ckpt_root = out / "checkpoints"
     resume = resolve_resume(train.resume_from, ckpt_root)
+    init_from = check_init_from(train.init_from, ckpt_root) if resume is None else None
     if resume is not None:
         state = load_checkpoint(accelerator, resume)
         accelerator.print(f"resumed from {resume} at step {state.step}")
+    elif init_from is not None:
+        state, kept = start_from_checkpoint(accelerator, init_from, stages[0].fingerprint)
+        was = scheduler.get_last_lr()[0]
+        restart_schedule(optimizer, scheduler, steps, train)
+        accelerator.print(f"started from {init_from}: its weights and optimizer state, a new {train.schedule} schedule "
+                          f"over {steps} steps from train.lr={train.lr:g} (the checkpoint was at lr {was:g}); data "
+                          + ("continues where it was (the same data)" if kept else "starts at its beginning"))
+    state.data_fingerprints = [stage.fingerprint for stage in stages]
     claim_lineage(accelerator, ckpt_root, resume, train.overwrite_output_dir)
     setup = LoopSetup(
         accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-        train_loader=train_loader, eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
+        train_loader=loaders[0], eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
         flops_per_token=flops_per_token,
         peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
         checkpoint_dir=ckpt_root, tokenizer=tokenizer,
+        later_stages=[(start, loader, stage.name) for start, loader, stage in zip(ends, loaders[1:], stages[1:])],
     )
-    rows = "streamed" if train_stream is not None else f"{len(train_ds):,}"
+    if len(stages) > 1:
+        accelerator.print("data stages: " + ", ".join(f"{s.name} to step {end}" for s, end in zip(stages, ends)))
+    rows = "streamed" if streamed else "+".join(f"{len(stage.train):,}" for stage in stages)
     accelerator.print(
         f"{description} | {rows} training rows of {seq_len} tokens | {steps} steps of "
         f"{tokens_per_step:,} tokens | {accelerator.num_processes} process(es), {precision}"

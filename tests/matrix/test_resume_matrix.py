@@ -315,3 +315,72 @@ def test_lora_with_dropout_resumed_twice_equals_uninterrupted(base_model, tmp_pa
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+# ------------------------------------------------------------------------------------------------ data stages
+
+
+@pytest.fixture(scope="module")
+def staged_root(data_root, tmp_path_factory) -> dict[str, Path]:
+    """A second corpus (20 Jargon File entries cut to 200 characters) prepared with the same tokenizer: the second
+    data stage. 20 training blocks: 5 micro-batches of 4 per epoch (two processes: 5 of 2 each)."""
+    from hf_llm.config import load_config
+    from hf_llm.data.pipeline import build_prepared_data
+
+    root = tmp_path_factory.mktemp("staged_data")
+    corpus = root / "second.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d["text"][:200]}) + "\n"
+                              for d in sample_documents(20, "jargon_file")))
+    cfg = load_config(None, [f"data.sources=[{{path: '{corpus}'}}]", "data.seq_len=64", "data.validation_fraction=0.3",
+                             f"tokenizer.name_or_path={data_root['tokenizer']}",
+                             "data.clean.gopher_quality.enabled=false", "data.clean.gopher_repetition.enabled=false"])
+    build_prepared_data(cfg.data, cfg.tokenizer, root / "prepared")
+    return {**data_root, "second_corpus": corpus, "second_prepared": root / "prepared"}
+
+
+def _staged_overrides(out: Path, data: str, processes: int, roots: dict[str, Path]) -> list[str]:
+    """The matrix's run with `data.stages`: the first corpus for 3 steps, then the second one (stops at 2 and 4
+    fall before and after the boundary; the second segment crosses it)."""
+    if data == "stream":
+        stages = (f"[{{sources: [{{path: '{roots['corpus']}'}}], until_step: 3}}, "
+                  f"{{sources: [{{path: '{roots['second_corpus']}'}}]}}]")
+    else:
+        stages = f"[{{prepared: '{roots['prepared']}', until_step: 3}}, {{prepared: '{roots['second_prepared']}'}}]"
+    return _pretrain_overrides(out, data, processes, 0.05, roots, "data.prepared=null", "data.sources=[]",
+                               f"data.stages={stages}")
+
+
+STAGED_CELLS = [pytest.param(data, processes, id=f"staged-{data}-{processes}proc-dropout0.05",
+                             marks=[pytest.mark.slow] if processes > 1 else [])
+                for data in ("memory", "stream") for processes in (1, 2)]
+
+
+@pytest.mark.parametrize("data,processes", STAGED_CELLS)
+def test_staged_pretraining_resumed_twice_equals_uninterrupted(data, processes, staged_root, tmp_path):
+    """Resume across a data-stage boundary: every process switches at the same step, and the stage and the position
+    within it come back from the checkpoint."""
+    def run(out: Path, overrides: list[str]) -> dict:
+        return _run_in_process(out, overrides) if processes == 1 else _launch_two(out, overrides)
+
+    full_out, part_out = tmp_path / "full", tmp_path / "part"
+    full = run(full_out, _staged_overrides(full_out, data, processes, staged_root))
+    assert full["processes"] == processes
+    assert [(s["steps"], s["tokens"]) for s in full["stages"]] == [(3, 3 * 4 * 64), (3, 3 * 4 * 64)]
+    summaries, states = _train_in_segments(part_out, _staged_overrides(part_out, data, processes, staged_root), run)
+
+    _assert_same_tensors(full_out / "model" / "model.safetensors", part_out / "model" / "model.safetensors")
+    for step in (2, 4, 6):
+        _assert_same_tensors(full_out / "checkpoints" / f"step-{step}" / "model.safetensors",
+                             part_out / "checkpoints" / f"step-{step}" / "model.safetensors")
+    _assert_same_history(full, summaries[-1])
+    keys = ("step", "tokens_seen", "epoch", "batches_in_epoch", "stream_positions", "stage", "stage_steps")
+    for step, state in states.items():
+        assert {k: state[k] for k in keys} == {k: _state(full_out, step)[k] for k in keys}, step
+    assert [states[s]["stage"] for s in (2, 4, 6)] == [0, 1, 1] and states[6]["stage_steps"] == [3, 3]
+    # One step into the second stage, every process is one micro-batch into it (the position restarted there).
+    if data == "stream":
+        assert states[4]["stream_positions"] == [[0, 1]] * processes
+    else:
+        assert (states[4]["epoch"], states[4]["batches_in_epoch"]) == (0, 1)
+    _assert_same_batches(full_out, part_out, processes)
+    assert summaries[-1]["stages"] == full["stages"]

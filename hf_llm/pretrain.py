@@ -264,7 +264,8 @@ def _model_card(cfg: RunConfig, model_config, n_params: int, data_card: dict, su
         model_name=Path(cfg.output_dir).name, architecture=model_config.model_type, parameters=n_params,
         data=data_card, training=training, results=results, recipe_yaml=config_to_yaml(cfg),
         repo_id=cfg.hub.repo_id, metrics=metrics, loss_curve=LOSS_CURVE if loss_curve else None,
-        datasets=[src.path for src in cfg.data.sources if src.format == "hub"],
+        datasets=[src.path for src in [*cfg.data.sources, *(s for st in cfg.data.stages for s in st.sources)]
+                  if src.format == "hub"],
     )
 
 

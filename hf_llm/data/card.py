@@ -75,6 +75,7 @@ def build_card(x: CardInputs) -> dict[str, Any]:
         "steps": steps,
         "rejections": dict(sorted(rejections.items(), key=lambda kv: -kv[1])),
         "rejected_documents": int(sum(rejections.values())),
+        "filters": _filters(x, rejections),
         "read_problems": {"count": keys.read_problem_count, "first": keys.read_problems},
         "pii_replaced": {k: sum(p[k] for p in keys.pii) for k in ("email", "ip", "phone")},
         "duplicate_clusters": _clusters(plan.clusters, e.representative_origins),
@@ -141,6 +142,27 @@ def _clusters(clusters: dict, origins: dict[int, str]) -> dict:
         out[kind] = {**c, "largest": [{"kept": origins.get(x["representative"], f"#{x['representative']}"),
                                         "size": x["size"]} for x in c["largest"]]}
     return out
+
+
+def _filters(x: CardInputs, rejections: dict[str, int]) -> dict:
+    """What each cleaning rule rejected: documents, their share of the usable documents read, their characters,
+    and the first few rows (origin and opening words), so a user sees what the preset cost."""
+    keys, plan = x.keys, x.plan
+    usable = sum(int(np.isin(st, [c for c, r in enumerate(keys.reasons) if step_of(r) != "read"]).sum())
+                 for st in plan.status)  # documents that reached the clean step
+    rules = {}
+    for reason, n in rejections.items():
+        if step_of(reason) != "clean":
+            continue
+        code = keys.reasons.index(reason)
+        chars = sum(int(ci[st == code].sum()) for ci, st in zip(keys.chars_in, plan.status))
+        rules[reason] = {"documents": n, "share": round(n / max(1, usable), 4), "characters": chars,
+                         "examples": x.emitted.reject_examples.get(reason, [])}
+    cfg = x.data.clean
+    return {"preset": cfg.preset, "documents_checked": usable, "rejected": sum(r["documents"] for r in rules.values()),
+            "enabled": {name: getattr(cfg, name).enabled for name in ("gopher_repetition", "gopher_quality", "c4",
+                                                                      "fineweb")},
+            "rules": rules}
 
 
 def _decontam(x: CardInputs, labels: list[str]) -> dict:
@@ -254,6 +276,18 @@ def render_markdown(card: dict) -> str:
     lines += ["", f"Mixed by {card['mixture']['mix_by']} (seed {card['mixture']['seed']}).", "",
               "## Rejections", "", "| reason | documents |", "|---|---:|"]
     lines += [f"| {r} | {n:,} |" for r, n in card["rejections"].items()] or ["| (none) | 0 |"]
+    f = card["filters"]
+    on = ", ".join(name for name, enabled in f["enabled"].items() if enabled) or "none"
+    lines += ["", f"## Filters (preset `{f['preset']}`: {on})", "",
+              f"{f['rejected']:,} of {f['documents_checked']:,} documents rejected "
+              f"({f['rejected'] / max(1, f['documents_checked']):.1%}).", ""]
+    if f["rules"]:
+        lines += ["| rule | documents | share | characters |", "|---|---:|---:|---:|"]
+        lines += [f"| {rule} | {r['documents']:,} | {r['share']:.1%} | {r['characters']:,} |"
+                  for rule, r in f["rules"].items()]
+        for rule, r in f["rules"].items():
+            lines += ["", f"`{rule}`, e.g.:"]
+            lines += [f"- `{ex['origin']}`: {ex['text']}" for ex in r["examples"]]
     problems = card["read_problems"]
     if problems["count"]:
         lines += ["", f"Unreadable rows: {problems['count']:,}; the first ones:", ""]

@@ -4,14 +4,18 @@ Everything here is a pure, module-level function so `datasets.map(clean_batch, b
 pickle it. Nothing is dropped: `clean_batch` marks each row with a `reason` (None = kept) and the caller splits
 kept from rejected, so every document is accounted for.
 
-The thresholds are the published heuristics for *web crawl* text (Common Crawl): Gopher (Rae et al. 2021, Table A1),
-C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024), with the semantics of datatrove's implementations except
-where noted. They are tuned for web pages, not for curated text: C4 line rules and FineWeb would gut verse,
-dictionary entries and glossaries (the default corpus), so they are off by default while the milder Gopher rules
-are on. Differences from datatrove: words are whitespace tokens, as in Dolma's Gopher implementation (no nltk);
-blank lines are ignored by line-based ratios (our documents separate paragraphs with blank lines); the most
-frequent n-gram counts only if it occurs at least twice; C4 rejects a page with "lorem ipsum" or "{" anywhere, as
-the paper says, and counts sentences with a regex.
+The rule sections' own defaults are the published heuristics for *web crawl* text (Common Crawl): Gopher (Rae et al.
+2021, Table A1), C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024), with the semantics of datatrove's
+implementations except where noted. They are tuned for web pages, not for curated text: C4 line rules and FineWeb
+would gut verse, dictionary entries and glossaries, and Gopher's repetition limits reject documentation whose code
+samples and parameter lists repeat by design. `CleanConfig.preset` picks rules by corpus kind (`_CLEAN_PRESETS`):
+`curated` (the default: books, documentation, anything chosen by hand), `books`, `code_docs`, `web` (the published
+rules, C4 and FineWeb on) and `none`.
+
+Differences from datatrove: words are whitespace tokens, as in Dolma's Gopher implementation (no nltk); blank lines
+are ignored by line-based ratios (our documents separate paragraphs with blank lines); the most frequent n-gram
+counts only if it occurs at least twice; C4 rejects a page with "lorem ipsum" or "{" anywhere, as the paper says,
+and counts sentences with a regex.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
+
+from .presets import apply_preset, complete_presets
 
 if TYPE_CHECKING:  # datasets is imported where it is used: config.py imports this module
     from datasets import Features
@@ -65,6 +71,9 @@ class GopherQualityConfig:
     """Gopher document rules (Rae et al. 2021, Table A1); None disables one rule."""
 
     enabled: bool = True  # mild enough for books, scripture and glossaries
+    # Judge the prose only: fenced code blocks and doctest sessions are left out of every ratio (not the length),
+    # since symbols, short tokens and repeated lines are what code is made of, not signs of a bad page.
+    skip_code: bool = False
     min_words: Optional[int] = 50  # shorter pages are mostly titles, menus and stubs
     max_words: Optional[int] = 100_000  # longer ones are mostly dumps and logs
     min_mean_word_length: Optional[float] = 3.0  # below: tables of numbers, stutter, gibberish
@@ -84,6 +93,7 @@ class GopherRepetitionConfig:
     """Gopher repetition rules (Rae et al. 2021, Table A1): maximum fractions; None disables one rule."""
 
     enabled: bool = True  # repeated lines and phrases are the clearest sign of templated pages
+    skip_code: bool = False  # count repeats in the prose only (code repeats `return`, `}` and fences by design)
     max_dup_line_frac: Optional[float] = 0.30  # duplicated lines / lines
     max_dup_para_frac: Optional[float] = 0.30  # duplicated paragraphs / paragraphs
     max_dup_line_char_frac: Optional[float] = 0.20  # chars in duplicated lines / chars
@@ -128,16 +138,56 @@ class FineWebConfig:
     newline_word_max: float = 0.3  # rejected above: line breaks per word, i.e. lists of fragments
 
 
+# Curated text repeats itself on purpose (refrains, genealogies, the same parameter described for each function):
+# the share of text in repeated n-grams, lines and paragraphs may be twice Gopher's web limits before a page is
+# templated. Measured (with code left out, below): at these limits 1.3% of the bundled sample and 2.2% of API
+# reference pages are rejected (at Gopher's: 2.7% and 10%; 20% counting code), while pages generated from one
+# sentence template repeat 45% or more of their text in 5-grams.
+_CURATED_REPEATS = {
+    "gopher_repetition.max_dup_line_frac": 0.4,
+    "gopher_repetition.max_dup_para_char_frac": 0.3,
+    "gopher_repetition.max_dup_line_char_frac": 0.3,
+    **{f"gopher_repetition.max_dup_{n}gram_char_frac": round(0.35 - 0.01 * n, 2) for n in range(5, 11)},
+}
+_SKIP_CODE = {"gopher_quality.skip_code": True, "gopher_repetition.skip_code": True}
+# Named rule sets by corpus kind; a recipe's own values win over them (hf_llm/data/presets.py). Each names only
+# what differs from the rule sections' defaults, the published web values.
+_CLEAN_PRESETS: dict[str, dict] = {
+    # Anything chosen by hand: books, papers, documentation with code. Keeps >97% of such text (see above) and
+    # still rejects keyword spam, templated and gibberish pages (tests/unit/test_clean_presets.py).
+    "curated": {**_SKIP_CODE, **_CURATED_REPEATS},
+    # Long-form prose and verse, one book per document: no upper length limit (Gopher's 100k words cuts novels).
+    "books": {**_CURATED_REPEATS, "gopher_quality.max_words": None},
+    # API references and READMEs: as curated, and repeated section headings ("Parameters", "Returns") are no
+    # template; identifiers run long and symbols are common even outside code blocks.
+    "code_docs": {**_SKIP_CODE, **_CURATED_REPEATS, "gopher_repetition.max_dup_line_frac": None,
+                  "gopher_quality.max_mean_word_length": 12.0, "gopher_quality.min_alpha_words": 0.6},
+    # Crawled pages: the published Gopher, C4 and FineWeb rules as datatrove runs them for FineWeb.
+    "web": {"c4.enabled": True, "fineweb.enabled": True},
+    # No quality filter (normalisation and PII scrubbing still run; empty documents still go).
+    "none": {"gopher_quality.enabled": False, "gopher_repetition.enabled": False},
+}
+
+
 @dataclass
 class CleanConfig:
     """Cleaning stage: normalise, scrub PII, then filters in the order of the fields below."""
 
+    PRESETS: ClassVar[dict] = {}  # set below the class: _CLEAN_PRESETS over all the fields any of them names
+
+    preset: str = "curated"  # curated | books | code_docs | web | none: the filters' defaults (see _CLEAN_PRESETS)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)  # runs first: filters see clean text
     pii: PIIConfig = field(default_factory=PIIConfig)  # before filters, so rejected rows are scrubbed too
     gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)  # FineWeb's order
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)  # idem
     c4: C4Config = field(default_factory=C4Config)  # idem
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)  # idem
+
+    def __post_init__(self) -> None:
+        apply_preset(self, self.preset, self.PRESETS, "data.clean.preset")
+
+
+CleanConfig.PRESETS = complete_presets(CleanConfig, _CLEAN_PRESETS)
 
 
 # ---------------------------------------------------------------- patterns (compiled once, immutable)
@@ -285,6 +335,26 @@ def scrub_pii(text: str, cfg: PIIConfig) -> tuple[str, dict[str, int]]:
 # ---------------------------------------------------------------- filters
 
 
+@functools.lru_cache(maxsize=4)
+def without_code(text: str) -> str:
+    """The text without its code: fenced blocks (``` or ~~~, fences included; an unclosed fence is text) and
+    doctest sessions (a `>>>` line and the lines up to the next blank one, its output). Shared by the Gopher rules
+    of one document, hence the cache."""
+    if "```" not in text and "~~~" not in text and ">>>" not in text:
+        return text
+    lines = text.split("\n")
+    fences = [i for i, line in enumerate(lines) if line.lstrip().startswith(("```", "~~~"))]
+    hidden = [False] * len(lines)
+    for a, b in zip(fences[0::2], fences[1::2]):  # fences pair up in order; an odd last one opens nothing
+        hidden[a : b + 1] = [True] * (b + 1 - a)
+    session = False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        session = stripped.startswith(">>>") or (session and bool(stripped))
+        hidden[i] = hidden[i] or session
+    return "\n".join(line for line, h in zip(lines, hidden) if not h)
+
+
 def _lines(text: str) -> list[str]:
     """Stripped non-blank lines: blank lines only separate paragraphs here, they are not content."""
     return [s for s in (line.strip() for line in text.split("\n")) if s]
@@ -311,6 +381,12 @@ def gopher_quality(text: str, cfg: GopherQualityConfig) -> str | None:
     n = len(words)
     if n == 0 or (cfg.min_words is not None and n < cfg.min_words) or (cfg.max_words is not None and n > cfg.max_words):
         return "gopher_quality:word_count"
+    if cfg.skip_code:  # the length counts code; the ratios below judge the prose, if there is enough to judge
+        text = without_code(text)
+        words = _tokens(text)
+        n = len(words)
+        if n < max(1, cfg.min_words or 0):
+            return None
     mean = sum(map(len, words)) / n
     if (cfg.min_mean_word_length is not None and mean < cfg.min_mean_word_length) or (
         cfg.max_mean_word_length is not None and mean > cfg.max_mean_word_length
@@ -373,8 +449,12 @@ def _repeated_ngram_chars(words: tuple[str, ...], n: int, starts: list[int], cum
 
 def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> str | None:
     """First failed Gopher repetition rule as "gopher_repetition:<rule>", or None if the document passes."""
+    if not cfg.enabled:
+        return None
+    if cfg.skip_code:
+        text = without_code(text)
     total = len(text)
-    if not cfg.enabled or total == 0:
+    if total == 0:
         return None
     if "\n" in text.strip():  # a one-line document has no duplicate lines or paragraphs
         paragraphs = [p for p in _PARAGRAPH_SPLIT.split(text.strip()) if p]

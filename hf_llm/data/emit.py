@@ -16,6 +16,10 @@ from .plan import KEPT, Keys
 from .sources import DataError
 
 
+REJECT_EXAMPLES = 3  # rejected rows per reason shown in the data card
+EXCERPT_CHARS = 160  # of each, whitespace collapsed
+
+
 @dataclass
 class Emitted:
     """What the emission pass measured, for the data card."""
@@ -31,6 +35,7 @@ class Emitted:
     kept_lengths: list = field(default_factory=list)  # token count of every kept document (train and validation)
     representative_origins: dict = field(default_factory=dict)  # global index of a kept copy → its origin
     decontam_examples: dict = field(default_factory=dict)  # eval set → first origins removed for it
+    reject_examples: dict = field(default_factory=dict)  # reason → first rejected rows' origin and opening words
     train_unigram: np.ndarray = None
     validation_unigram: np.ndarray = None
     rejects: int = 0
@@ -201,6 +206,10 @@ def _reject_rows(b: dict, bad: np.ndarray, codes: np.ndarray, rep: np.ndarray, k
         details.append(detail)
     rows = {"text": _take(b, "original_text", bad), "source": _take(b, "source", bad),
             "origin": _take(b, "origin", bad), "reason": reasons, "detail": details}
+    for reason, origin, text in zip(reasons, rows["origin"], rows["text"]):
+        examples = e.reject_examples.setdefault(reason, [])
+        if len(examples) < REJECT_EXAMPLES:  # for the data card: what a filter cost, shown on real rows
+            examples.append({"origin": origin, "text": " ".join(str(text or "").split())[:EXCERPT_CHARS]})
     rows.update({c: _take(b, c, bad) for c in extras})
     return rows
 

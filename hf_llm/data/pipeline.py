@@ -136,22 +136,7 @@ def _run(data: DataConfig, tok_cfg: TokenizerConfig, out: Path, work: Path) -> N
         timings[name] = round(time.perf_counter() - clock, 3)
         clock = time.perf_counter()
 
-    specs = [open_source(src) for src in data.sources]  # path, format and text column errors come first
-    index = build_index_from_config(data.decontam) if data.decontam.enabled else None
-    logger.info("step 1/6 read + clean + keys: %d source(s)%s", len(specs), " (streaming)" if data.streaming else "")
-    cleaned = [_map(document_dataset(spec, data.strict, data.streaming, str(work / "cache"), data.num_proc),
-                    clean_keys_batch, data, desc=f"clean {spec.label}",
-                    features=step_features(spec.features(), data.dedup),
-                    fn_kwargs={"clean": data.clean, "dedup": data.dedup, "index": index, "decontam": data.decontam})
-               for spec in specs]
-    keys = collect_keys(cleaned, data, work, index.names if index else [])
-    for spec, status in zip(specs, keys.status):
-        if not len(status):  # streamed (in memory, document_dataset says so already)
-            raise no_records_error(spec)
-        usable = [c for c, r in enumerate(keys.reasons) if r not in (*READ_REASONS, "empty")]
-        if not np.isin(status, usable).any():
-            raise DataError(f"source {spec.path!r} has no non-empty text in column {spec.text_field!r} "
-                            f"({len(status)} rows read; see rejects/ of a non-strict run for each row's reason)")
+    specs, index, cleaned, keys = clean_sources(data, work)
     lap("read_clean_keys")
 
     logger.info("step 2/6 exact + near dedup, decontamination, validation hold-out")
@@ -189,6 +174,29 @@ def _run(data: DataConfig, tok_cfg: TokenizerConfig, out: Path, work: Path) -> N
     (out / "data_card.json").write_text(json.dumps(card, indent=2))
     write_histogram_png(card["token_length_histogram"], out / "token_lengths.png")
     (out / "DATA_CARD.md").write_text(render_markdown(card))
+
+
+def clean_sources(data: DataConfig, work: Path) -> tuple[list, Any, list, Keys]:
+    """Step 1: read every source, clean each document and compute its keys (`clean_keys_batch`), then collect the
+    keys (pass one). Returns (source specs, eval n-gram index or None, cleaned datasets, keys); `plan_documents`
+    makes the global decisions from the keys."""
+    specs = [open_source(src) for src in data.sources]  # path, format and text column errors come first
+    index = build_index_from_config(data.decontam) if data.decontam.enabled else None
+    logger.info("step 1/6 read + clean + keys: %d source(s)%s", len(specs), " (streaming)" if data.streaming else "")
+    cleaned = [_map(document_dataset(spec, data.strict, data.streaming, str(work / "cache"), data.num_proc),
+                    clean_keys_batch, data, desc=f"clean {spec.label}",
+                    features=step_features(spec.features(), data.dedup),
+                    fn_kwargs={"clean": data.clean, "dedup": data.dedup, "index": index, "decontam": data.decontam})
+               for spec in specs]
+    keys = collect_keys(cleaned, data, work, index.names if index else [])
+    for spec, status in zip(specs, keys.status):
+        if not len(status):  # streamed (in memory, document_dataset says so already)
+            raise no_records_error(spec)
+        usable = [c for c, r in enumerate(keys.reasons) if r not in (*READ_REASONS, "empty")]
+        if not np.isin(status, usable).any():
+            raise DataError(f"source {spec.path!r} has no non-empty text in column {spec.text_field!r} "
+                            f"({len(status)} rows read; see rejects/ of a non-strict run for each row's reason)")
+    return specs, index, cleaned, keys
 
 
 def _map(ds, fn, data: DataConfig, desc: str, **kwargs):

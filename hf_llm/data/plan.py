@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .dedup import DedupConfig, find_exact_duplicates, near_duplicate_clusters
+from .dedup import DedupConfig, dedup_decisions
 from .sources import DataError, mixture_counts, mixture_passes
 from .steps import READ_REASONS
 
@@ -98,22 +98,16 @@ def plan_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float, m
     """Exact dedup, near dedup (both across all sources), decontamination, then the validation hold-out."""
     offsets = keys.offsets
     status = np.concatenate(keys.status) if keys.status else np.zeros(0, dtype=np.int16)
-    rep = np.full(len(status), -1, dtype=np.int64)
     clusters = {}
+    hashes = np.concatenate(keys.hashes) if keys.hashes else np.zeros((0, 2), dtype=np.int64)
+    decided = dedup_decisions(status == KEPT, hashes, keys.signatures, dedup)
+    rep = decided.representative  # the kept copy of each duplicate, -1 for every other document
     if dedup.exact.enabled:
-        idx = np.flatnonzero(status == KEPT)
-        hashes = np.concatenate(keys.hashes)[idx]
-        cluster, drop = find_exact_duplicates(np.ascontiguousarray(hashes).view([("hi", "<i8"), ("lo", "<i8")]).ravel())
-        status[idx[drop]] = keys.code("exact_dup")
-        rep[idx[drop]] = idx[cluster[drop]]
-        clusters["exact"] = _cluster_stats(idx[cluster])
+        status[decided.exact] = keys.code("exact_dup")
+        clusters["exact"] = _cluster_stats(decided.exact_cluster)
     if dedup.near.enabled:
-        idx = np.flatnonzero(status == KEPT)
-        sig = np.asarray(keys.signatures[idx]) if len(idx) else np.zeros((0, dedup.near.num_perm), dtype=np.uint32)
-        cluster, drop = near_duplicate_clusters(sig, dedup.near)
-        status[idx[drop]] = keys.code("near_dup")
-        rep[idx[drop]] = idx[cluster[drop]]
-        clusters["near"] = _cluster_stats(idx[cluster])
+        status[decided.near] = keys.code("near_dup")
+        clusters["near"] = _cluster_stats(decided.near_cluster)
     if keys.contaminated:
         hit = (np.concatenate(keys.contaminated) > 0) & (status == KEPT)
         status[hit] = keys.code("decontaminated")

@@ -7,14 +7,13 @@ encodes. Both run unchanged on a `Dataset` (`num_proc` workers) or an `IterableD
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Optional
 
 import numpy as np
 
 from .clean import CleanConfig, clean_document
 from .decontam import DecontamConfig, NgramIndex, contamination_batch
-from .dedup import DedupConfig, _exact_form, minhash_signatures
+from .dedup import DedupConfig, dedup_keys
 
 READ_REASONS = ("malformed", "invalid_utf8", "missing_text")  # set by the readers; the text is not usable
 
@@ -58,11 +57,13 @@ def clean_keys_batch(batch: dict[str, list], clean: CleanConfig, dedup: DedupCon
         for kind, c in counts.items():
             pii[kind][i] = c
     ok = [i for i in range(n) if reasons[i] is None]
-    hi, lo = [0] * n, [0] * n
-    for i in ok:
-        digest = hashlib.blake2b(_exact_form(texts[i]).encode("utf-8"), digest_size=16).digest()
-        hi[i] = int.from_bytes(digest[:8], "little", signed=True)  # Arrow's int64: no unsigned Python ints
-        lo[i] = int.from_bytes(digest[8:], "little", signed=True)
+    hashes = np.zeros((n, 2), dtype=np.int64)
+    sig = np.zeros((n, dedup.near.num_perm if dedup.near.enabled else 0), dtype=np.uint32)
+    if ok:
+        keys = dedup_keys([texts[i] for i in ok], dedup)
+        hashes[ok] = keys["hash"]
+        if dedup.near.enabled:
+            sig[ok] = keys["minhash"]
     contaminated: list[Optional[str]] = [None] * n
     if index is not None and decontam is not None and ok:
         flags = contamination_batch({"text": [texts[i] for i in ok]}, index, decontam)["contaminated_by"]
@@ -74,12 +75,9 @@ def clean_keys_batch(batch: dict[str, list], clean: CleanConfig, dedup: DedupCon
         "pii_email": pii["email"], "pii_ip": pii["ip"], "pii_phone": pii["phone"],
         "chars_in": [len(t) if isinstance(t, str) else 0 for t in texts_in],
         "chars_out": [len(texts[i]) if reasons[i] is None else 0 for i in range(n)],
-        "hash_hi": hi, "hash_lo": lo, "contaminated_by": contaminated,
+        "hash_hi": hashes[:, 0], "hash_lo": hashes[:, 1], "contaminated_by": contaminated,
     })
     if dedup.near.enabled:
-        sig = np.zeros((n, dedup.near.num_perm), dtype=np.uint32)
-        if ok:
-            sig[ok] = minhash_signatures([texts[i] for i in ok], dedup.near)
         out["minhash"] = list(sig)
     return out
 

@@ -125,3 +125,48 @@ def test_decontaminate_dataset(index):
     out, removed = decontaminate(ds, index, DecontamConfig(enabled=True), num_proc=2)  # the index pickles
     assert out["id"] == [0, 3]
     assert removed == {"gsm8k": 1, "astro": 1}
+
+
+def test_verbatim_overlaps_through_the_shipped_step_match_a_reference():
+    """Paraphrase-free leaks (an eval passage copied verbatim, then recased, rewrapped, its quotes curled and
+    punctuation changed) are found by the pipeline's own step on the n-gram code near dedup shares, exactly where a
+    plain reference over the documented word definition finds a shared 13-gram, and nowhere else."""
+    import re
+
+    import numpy as np
+
+    from hf_llm.data.clean import CleanConfig
+    from hf_llm.data.dedup import DedupConfig
+    from hf_llm.data.steps import clean_keys_batch
+
+    from ..corpora import base_documents
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"(?:[0-9A-Za-z_]|[^\x00-\x7f\u0080-\u00bf\u2000-\u206f\u3000-\u303f])+", text.lower())
+
+    def grams(text: str) -> set:
+        w = words(text)
+        return {tuple(w[i : i + 13]) for i in range(len(w) - 12)}
+
+    rng = np.random.default_rng(41)
+    pages = base_documents("tech_docs", 300, seed=41, libraries="hf")
+    docs = ["\n\n".join(d) for d in pages]
+    evals = []
+    for i in rng.choice(len(docs), size=40, replace=False).tolist():
+        tokens = "\n\n".join(pages[i][1:-1]).split()  # the page's own text, not the site's header and footer
+        start = int(rng.integers(0, len(tokens) - 30))
+        span = tokens[start : start + int(rng.integers(14, 30))]
+        noisy = [t.upper() if rng.random() < 0.3 else t for t in span]
+        noisy = [t.replace("'", "\u2019").replace('"', "\u201c") for t in noisy]
+        text = "".join(t + rng.choice([" ", "\n", " -- ", ", ", "  "]) for t in noisy).strip()
+        evals.append(text)
+        # a paraphrase: every 10th word replaced, so no 13 consecutive words survive
+        evals.append(" ".join("zzz" if k % 10 == 5 else t for k, t in enumerate(span)))
+    index = build_ngram_index({"eval": evals}, ngram=13)
+    n = len(docs)
+    batch = {"text": docs, "read_reason": [None] * n, "read_detail": [None] * n}
+    out = clean_keys_batch(batch, CleanConfig(preset="none"), DedupConfig(), index, DecontamConfig(enabled=True))
+    eval_grams = set().union(*(grams(e) for e in evals))
+    expected = ["eval" if grams(out["text"][i]) & eval_grams else None for i in range(n)]
+    assert out["contaminated_by"] == expected
+    assert 40 <= sum(x is not None for x in expected) < n  # every leak found, and not everything is flagged

@@ -46,3 +46,7 @@ try:
 except RuntimeError as e:
     line["error"] = str(e)
 (out / f"rank-{accelerator.process_index}.json").write_text(json.dumps(line))
+# Tear the process group down before exit: a gloo group left to the interpreter's shutdown can abort a rank
+# ("terminate called without an active exception") after its work is done.
+accelerator.wait_for_everyone()
+accelerator.end_training()

@@ -28,3 +28,7 @@ loader = accelerator.prepare(build_eval_loader(rows, MICRO, PackedCollator(EOS))
 loss, targets = evaluate_loss(accelerator, model, loader)
 if accelerator.is_main_process:
     print(json.dumps({"loss": loss, "targets": targets, "processes": accelerator.num_processes}))
+# Tear the process group down before exit: a gloo group left to the interpreter's shutdown can abort a rank
+# ("terminate called without an active exception") after its work is done.
+accelerator.wait_for_everyone()
+accelerator.end_training()  # destroys the process group

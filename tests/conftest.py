@@ -83,6 +83,11 @@ def one_thread():
 def reset_accelerate():
     """accelerate keeps process-wide singletons; each test gets a fresh state."""
     yield
+    reset_accelerate_state()
+
+
+def reset_accelerate_state() -> None:
+    """Fresh accelerate singletons: after each test, and between several in-process runs in one test or fixture."""
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
     AcceleratorState._reset_state(True)

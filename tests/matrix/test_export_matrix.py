@@ -17,18 +17,10 @@ import torch
 
 from hf_llm.config import ConfigError, load_config
 
-from ..conftest import REPO, sample_documents, tiny_overrides
+from ..conftest import REPO, sample_documents, tiny_overrides, reset_accelerate_state
 
 CHAT = REPO / "tests" / "data" / "chat_sample.jsonl"
 IDS = torch.randint(0, 500, (2, 24), generator=torch.Generator().manual_seed(0))
-
-
-def _reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 @torch.no_grad()
@@ -65,7 +57,7 @@ def base_model(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export_base") / "run"
     run_pretraining(load_config(None, tiny_overrides(out, corpus, "train.max_steps=4", "train.save_every=null",
                                                      "train.lr=3e-2", "eval.every=4")))
-    _reset_accelerate()
+    reset_accelerate_state()
     return out / "model"
 
 

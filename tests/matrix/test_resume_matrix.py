@@ -30,7 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ..conftest import REPO, sample_documents, tiny_overrides
+from ..conftest import REPO, sample_documents, tiny_overrides, reset_accelerate_state
 from .record_batches import ENV, read_consumed, recording
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -39,15 +39,6 @@ CHAT = REPO / "tests" / "data" / "chat_sample.jsonl"
 LORA_RECIPE = REPO / "configs" / "recipes" / "finetune_lora_tiny.yaml"
 TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2)  # conftest.TINY_MODEL as attributes
-
-
-def _reset_accelerate() -> None:
-    """Several in-process runs in one test: each gets fresh accelerate singletons (as conftest does per test)."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 # ------------------------------------------------------------------------------------------------ shared data
@@ -108,7 +99,7 @@ def _run_in_process(out: Path, overrides: list[str], finetune: bool = False) -> 
         return run_pretraining(load_config(None, overrides))
     finally:
         loop.train_step = original
-        _reset_accelerate()
+        reset_accelerate_state()
 
 
 def _launch_two(out: Path, overrides: list[str]) -> dict:
@@ -272,7 +263,7 @@ def base_model(data_root, tmp_path_factory) -> Path:
     run_pretraining(load_config(None, tiny_overrides(
         out, data_root["corpus"], f"data.prepared={data_root['prepared']}", "train.max_steps=4", "train.lr=3e-2",
         "train.save_every=null", "eval.every=4", "train.cpu_threads=1")))
-    _reset_accelerate()
+    reset_accelerate_state()
     return out / "model"
 
 

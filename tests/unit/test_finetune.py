@@ -14,19 +14,10 @@ from hf_llm.finetune import FinetuneRunConfig, check_qlora_available, run_finetu
 from hf_llm.pretrain import run_pretraining
 from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, PaddingCollator, build_sft_datasets
 
-from ..conftest import REPO, sample_documents, tiny_overrides
+from ..conftest import REPO, sample_documents, tiny_overrides, reset_accelerate_state
 
 RECIPE = REPO / "configs" / "recipes" / "finetune_lora_tiny.yaml"
 CHAT = REPO / "tests" / "data" / "chat_sample.jsonl"
-
-
-def _reset_accelerate() -> None:
-    """Module fixtures run several accelerate jobs in one test; each needs fresh singletons (as conftest does)."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def base_model(tmp_path_factory) -> Path:
     corpus.write_text("".join(json.dumps(d) + "\n" for d in sample_documents(120)))
     run_pretraining(load_config(None, tiny_overrides(root / "run", corpus, "train.max_steps=12", "train.lr=3e-2",
                                                      "train.save_every=null", "eval.every=12")))
-    _reset_accelerate()
+    reset_accelerate_state()
     return root / "run" / "model"
 
 
@@ -60,7 +51,7 @@ def lora_run(base_model, tmp_path_factory):
     cfg = load_config(RECIPE, _overrides(out, base_model), schema=FinetuneRunConfig)
     assert cfg.adapter.method == "lora" and cfg.adapter.merge  # what the shipped recipe asks for
     summary = run_finetuning(cfg)
-    _reset_accelerate()
+    reset_accelerate_state()
     return cfg, summary, out
 
 

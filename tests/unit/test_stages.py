@@ -27,20 +27,12 @@ from hf_llm.config import ConfigError, load_config, save_config
 from hf_llm.data.sources import DataError
 from hf_llm.train.loop import optimizer_step  # the original: tests wrap the loop's
 
-from ..conftest import sample_documents, tiny_overrides
+from ..conftest import sample_documents, tiny_overrides, reset_accelerate_state
 
 STEPS = 6
 BOUNDARY = 3  # the first stage ends after step 3: until_tokens=700 at 256 tokens per step rounds up to it
 STAGE_STATE = ("step", "tokens_seen", "epoch", "batches_in_epoch", "stream_positions", "stage", "stage_steps",
                "stage_tokens")
-
-
-def _reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +101,7 @@ def _run(out: Path, overrides: list[str], record: list | None = None) -> dict:
         return run_pretraining(load_config(None, overrides))
     finally:
         loop.train_step = original
-        _reset_accelerate()
+        reset_accelerate_state()
 
 
 def _segments(out: Path, overrides: list[str], stops: tuple[int, ...], record: list) -> dict:

@@ -195,7 +195,8 @@ def stage_pack(corpus: Path, work: Path, megabytes: float, seq_len: int, num_pro
 
 
 def stage_near_dedup(corpus: Path, documents: int) -> dict:
-    from hf_llm.data.dedup import NearDedupConfig, minhash_signatures, near_duplicate_clusters
+    from hf_llm.config.data_steps import NearDedupConfig
+    from hf_llm.data.dedup import minhash_signatures, near_duplicate_clusters
 
     texts = []
     with open(corpus, encoding="utf-8") as f:

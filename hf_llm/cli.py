@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from . import __version__
-from .config import HfLlmError, RunConfig, load_config, parse_cli
+from .config import RunConfig, load_config, parse_cli
+from .errors import HfLlmError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ COMMANDS: dict[str, Command] = {
         info_logging=True),
     "plan": Command(
         "size, tokens, time and per-GPU memory of a run, and the launch it needs (ZeRO stage, batch, accumulation)",
-        "hf_llm.plan:run_plan", "hf_llm.plan:PlanConfig"),
+        "hf_llm.planner:run_plan", "hf_llm.planner:PlanConfig"),
     "pretrain": Command(
         "pretrain a causal LM in this process; for several processes or GPUs: accelerate launch "
         "scripts/pretrain.py (same arguments)",

@@ -34,7 +34,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from .config import ConfigError, TaskConfig
+from .config import TaskConfig
+from .errors import ConfigError
 from .evaluation import prefix_token_id
 
 TARGET_DELIMITER = " "  # lm-eval's default between context and continuation

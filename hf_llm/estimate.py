@@ -319,7 +319,7 @@ def model_flops_utilization(
     return tokens_per_second * flops_per_token / (n_gpus * peak_flops)
 
 
-def plan(
+def memory_table(
     shape: ModelShape, seq_len: int, gpu_memory_bytes: float, world_size: int, *, micro_batch: int = 1,
     num_nodes: int = 1, attention: str = "sdpa", reserve_bytes: float = DEFAULT_RESERVE_BYTES,
     accounting: str = "zero_paper", strategies: tuple[str, ...] = STRATEGIES,
@@ -367,13 +367,13 @@ def recommend(
     """Cheapest strategy that fits, with micro-batch and accumulation for a global batch of about
     `global_batch_tokens`; None if nothing fits. Prefers DDP > ZeRO-1 > ZeRO-2 > ZeRO-3 and no checkpointing."""
     options = dict(num_nodes=num_nodes, attention=attention, reserve_bytes=reserve_bytes, accounting=accounting)
-    for row in _preference(plan(shape, seq_len, gpu_memory_bytes, world_size, **options)):
+    for row in _preference(memory_table(shape, seq_len, gpu_memory_bytes, world_size, **options)):
         if row["max_micro_batch"] < 1:
             continue
         sequences_per_gpu = max(1, math.ceil(global_batch_tokens / (seq_len * world_size)))
         grad_accum = math.ceil(sequences_per_gpu / row["max_micro_batch"])
         micro_batch = math.ceil(sequences_per_gpu / grad_accum)  # fewest steps, then the smallest even split
-        chosen = plan(
+        chosen = memory_table(
             shape, seq_len, gpu_memory_bytes, world_size, micro_batch=micro_batch, strategies=(row["strategy"],),
             **options,
         )[int(row["checkpointing"])]

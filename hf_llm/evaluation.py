@@ -16,7 +16,8 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from .config import ConfigError, EvaluateConfig, ModelConfig, SourceConfig
+from .config import EvaluateConfig, ModelConfig, SourceConfig
+from .errors import ConfigError
 from .train.collate import IGNORE_INDEX
 
 MAX_DEFAULT_SEQ_LEN = 4096  # a 128k-context model would otherwise get 128k-token windows by default

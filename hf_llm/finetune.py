@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 import torch
 
-from .config import ConfigError, RunConfig, config_to_yaml
+from .config import RunConfig, config_to_yaml
+from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
 from .sft import LengthGroupedSampler, PaddingCollator, SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
 from .io import publishing
@@ -82,12 +83,14 @@ def check_base_model(name_or_path: Optional[str]) -> None:
 
 def check_finetune_config(cfg: FinetuneRunConfig) -> tuple[str, Any]:
     """Checks that need no data or weights, so mistakes fail in seconds. Returns (precision, model config)."""
+    from .downstream import check_tasks
     from .hub import check_push_ready
 
     if cfg.data.stages:
         raise ConfigError("data.stages (staged mixtures) is for pretraining; fine-tuning reads data.sources")
     check_base_model(cfg.model.name_or_path)
     check_push_ready(cfg.hub)  # no token or offline mode: fail now, not after training
+    check_tasks(cfg.eval.tasks, cfg.eval.harness_tasks)  # a malformed task file fails before data preparation
     if cfg.hub.push_every:
         raise ConfigError("hub.push_every exports full checkpoints; fine-tuning pushes its final adapter or model "
                           "(hub.push=true) only")

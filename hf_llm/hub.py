@@ -19,7 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from .config import ConfigError, HfLlmError, HubConfig
+from .config import HubConfig
+from .errors import ConfigError, HfLlmError, HubPushError
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,6 @@ EVAL_BEGIN, EVAL_END = "<!-- hf_llm:evaluation:begin -->", "<!-- hf_llm:evaluati
 # Anything shaped like a Hub user access token, in case a token other than the current one shows up in a message.
 _TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{16,}")
 T = TypeVar("T")
-
-
-class HubPushError(HfLlmError):
-    """A push that failed after its retries; the message is free of the token."""
 
 
 # ---------------------------------------------------------------------------------------------------------- tokens

@@ -9,7 +9,8 @@ from typing import Any, Iterator, Optional
 import torch
 import yaml
 
-from .config import ConfigError, ModelConfig
+from .config import ModelConfig
+from .errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
 

@@ -10,7 +10,8 @@ from typing import Any, Optional
 
 import torch
 
-from .config import ConfigError, RunConfig, config_to_yaml
+from .config import RunConfig, config_to_yaml
+from .errors import ConfigError
 from .model import build_model, build_model_config, count_parameters, max_positions
 from .train.checkpoint import LoopState, export_model
 from .train.collate import PackedCollator, needs_varlen_kwargs
@@ -19,9 +20,11 @@ from .train.run import fit, resolve_precision, start_run, wait_for_main
 
 def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
     """Checks that need no data or weights, so mistakes fail in seconds. Returns (precision, model config)."""
+    from .downstream import check_tasks
     from .hub import check_push_ready
 
     check_push_ready(cfg.hub)  # no token or offline mode: fail now, not after training
+    check_tasks(cfg.eval.tasks, cfg.eval.harness_tasks)  # a malformed task file fails before data preparation
     precision = resolve_precision(cfg.train.precision)
     model_config = build_model_config(cfg.model)
     limit = max_positions(model_config)

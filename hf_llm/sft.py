@@ -14,9 +14,11 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from .config import ConfigError, DataConfig, SourceConfig
+from .config import DataConfig, SourceConfig
+from .errors import ConfigError
 from .data.pipeline import split_documents
-from .data.sources import DataError, load_source, mixture_counts, sample_indices, source_label
+from .data.sources import load_source, mixture_counts, sample_indices, source_label
+from .errors import DataError
 from .train.collate import IGNORE_INDEX
 from .train.loop import EpochSampler
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .plan import KEPT, STEPS, step_of
+from .selection import KEPT, STEPS, step_of
 
 
 @dataclass

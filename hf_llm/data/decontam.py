@@ -19,31 +19,19 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from hf_llm.data.dedup import ngram_hashes
+from ..config.data_steps import DecontamConfig
+from ..errors import ConfigError, DataError
+from .dedup import ngram_hashes
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1000  # eval texts hashed per call: bounds memory for eval sets streamed as iterables
-
-
-@dataclass
-class DecontamConfig:
-    enabled: bool = False  # opt-in: it needs eval sets, and removing training text is a choice to make knowingly
-    ngram: int = 13  # overlap length that counts as contamination (GPT-3 and lm-eval-harness use 13 words)
-    eval_files: list[str] = field(default_factory=list)  # local eval sets: .txt / .jsonl[:field] (see module doc)
-    eval_datasets: list[str] = field(default_factory=list)  # Hub eval sets: "name[:config]:split:field"
-    text_field: str = "text"  # field read from .jsonl eval files whose entry names none
-    lowercase: bool = True  # "The Answer" in training text still leaks "the answer" in the eval
-
-    def __post_init__(self) -> None:
-        if self.ngram < 1:
-            raise _config_error(f"decontam: ngram must be >= 1, got {self.ngram}")
 
 
 @dataclass
@@ -85,7 +73,7 @@ def contamination_batch(
 ) -> dict[str, list[str | None]]:
     """Batched map function: {"contaminated_by": name of an eval set sharing an n-gram with the doc, or None}."""
     if (cfg.ngram, cfg.lowercase) != (index.ngram, index.lowercase):
-        raise _config_error(
+        raise ConfigError(
             f"decontam: index built with ngram={index.ngram}, lowercase={index.lowercase} but config has "
             f"ngram={cfg.ngram}, lowercase={cfg.lowercase}; rebuild the index from this config"
         )
@@ -124,10 +112,10 @@ def read_eval_file(spec: str, default_field: str = "text") -> list[str]:
         path_str, field_name = head, tail
     path = Path(path_str)
     if not path.is_file():
-        raise _data_error(f"decontam: eval file {str(path)!r} not found (eval_files entry {spec!r})")
+        raise DataError(f"decontam: eval file {str(path)!r} not found (eval_files entry {spec!r})")
     kind = path.name.removesuffix(".gz").rsplit(".", 1)[-1]
     if kind not in ("txt", "jsonl"):
-        raise _data_error(f"decontam: eval file {spec!r} must end in .txt or .jsonl (optionally .gz)")
+        raise DataError(f"decontam: eval file {spec!r} must end in .txt or .jsonl (optionally .gz)")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         lines = f.readlines()
@@ -140,9 +128,9 @@ def read_eval_file(spec: str, default_field: str = "text") -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise _data_error(f"decontam: {spec!r} line {lineno} is not valid JSON: {e}") from e
+            raise DataError(f"decontam: {spec!r} line {lineno} is not valid JSON: {e}") from e
         if field_name not in record:
-            raise _data_error(
+            raise DataError(
                 f"decontam: {spec!r} line {lineno} has no field {field_name!r} (fields: {sorted(record)}); "
                 f"name the field as 'path.jsonl:field'"
             )
@@ -157,7 +145,7 @@ def parse_eval_dataset_spec(spec: str) -> tuple[str, str | None, str, str]:
         return parts[0], None, parts[1], parts[2]
     if len(parts) == 4 and all(parts):
         return parts[0], parts[1], parts[2], parts[3]
-    raise _config_error(
+    raise ConfigError(
         f"decontam: eval_datasets entry {spec!r} must be 'name[:config]:split:field', "
         f"e.g. 'cais/mmlu:all:test:question' or 'openai/gsm8k:main:test:question'"
     )
@@ -170,7 +158,7 @@ def load_hub_eval_texts(spec: str) -> list[str]:
     name, config, split, field_name = parse_eval_dataset_spec(spec)
     ds = load_dataset(name, config, split=split)
     if field_name not in ds.column_names:
-        raise _data_error(f"decontam: {spec!r} has no column {field_name!r} (columns: {ds.column_names})")
+        raise DataError(f"decontam: {spec!r} has no column {field_name!r} (columns: {ds.column_names})")
     texts: list[str] = []
     for value in ds[field_name]:
         texts.extend(_as_texts(value, repr(spec)))
@@ -180,7 +168,7 @@ def load_hub_eval_texts(spec: str) -> list[str]:
 def build_index_from_config(cfg: DecontamConfig) -> NgramIndex:
     """Load every configured eval source and index its n-grams."""
     if not cfg.eval_files and not cfg.eval_datasets:
-        raise _config_error("decontam: enabled but no eval_files or eval_datasets are configured")
+        raise ConfigError("decontam: enabled but no eval_files or eval_datasets are configured")
     return build_ngram_index(load_eval_texts(cfg), cfg.ngram, cfg.lowercase)
 
 
@@ -209,21 +197,7 @@ def _as_texts(value: Any, where: str) -> list[str]:
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    raise _data_error(f"decontam: {where}: expected a string or a list of strings, got {type(value).__name__}")
-
-
-# The project's user-fixable errors (scripts print them and exit 2), imported when raised: config.py may import
-# this module for DecontamConfig, so importing config (or sources, which imports it) at the top would be circular.
-def _config_error(message: str) -> Exception:
-    from hf_llm.config import ConfigError
-
-    return ConfigError(message)
-
-
-def _data_error(message: str) -> Exception:
-    from hf_llm.data.sources import DataError
-
-    return DataError(message)
+    raise DataError(f"decontam: {where}: expected a string or a list of strings, got {type(value).__name__}")
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -16,12 +16,12 @@ numpy, so there is no per-word Python work.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
-from .presets import apply_preset, complete_presets
+from ..config.data_steps import DedupConfig, NearDedupConfig
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for the order-sensitive rolling combination
 _EMPTY_SHINGLE = np.uint64(0x5BD1E9955BD1E995)  # the one shingle of a document with no words at all
@@ -45,72 +45,6 @@ def _byte_classes() -> np.ndarray:
 
 _WORD_BYTE = _byte_classes()  # read-only lookup table: is this UTF-8 byte part of a word
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)  # k low bytes set
-
-# Named settings for NearDedupConfig; a recipe's own values win over them (hf_llm/data/presets.py).
-_NEAR_PRESETS: dict[str, dict[str, Any]] = {
-    "edited": {},  # the field defaults below: copies with a few words changed or paragraphs swapped
-    # FineWeb's (Penedo et al. 2024; datatrove's MinhashConfig): 5-grams, 14 bands x 8 rows, no verification.
-    # Its S-curve is centred near J = 0.72, so copies with 5% of their words replaced (J ~ 0.6) mostly survive.
-    "fineweb": {"ngram": 5, "num_perm": 112, "bands": 14, "rows": 8, "threshold": 0.75, "verify": False},
-}
-
-
-@dataclass
-class ExactDedupConfig:
-    enabled: bool = True  # exact copies are the cheapest, highest-precision duplicates to remove
-
-
-@dataclass
-class NearDedupConfig:
-    """Defaults chosen by measurement (benchmarks/bench_dedup.py: the Jaccard of edited copies and hard negatives
-    on three kinds of text, and the S-curve of each banding); FineWeb's settings are preset=fineweb."""
-
-    PRESETS: ClassVar[dict] = {}  # set below the class: _NEAR_PRESETS over all the fields any of them names
-
-    enabled: bool = True  # near copies (mirrors, edited reposts) skew the mix and encourage memorisation
-    preset: str = "edited"  # edited | fineweb: the defaults of the fields below; a recipe's own values win
-    # Word 3-grams: copies with 5% of their words edited at random keep J >= 0.75 (5-grams: >= 0.62; 10% edits
-    # >= 0.59 vs 0.40), while the negatives do not move with n: pages on one template share J < 0.1, a document
-    # quoting 20-70% of another J <= 0.44 (p99 of 3-gram Jaccards, bench_dedup.py's three corpora).
-    ngram: int = 3
-    num_perm: int = 126  # = bands * rows; Jaccard estimate std 0.044 at J = 0.55; keys ~0.3 ms per 5 KB doc
-    # 42 bands of 3 rows: P(candidate) = 1 - (1 - J^3)^42 is 0.9995 at J = 0.55 and 0.6% at J = 0.05 (unrelated
-    # pages of one site), so the LSH loses almost no copy and verification sees few pairs. (FineWeb's 14 x 8 is at
-    # 0.05 for J = 0.5: without a lower curve no threshold can catch 5%-edited copies.)
-    bands: int = 42
-    rows: int = 3  # rows per band; bands * rows must equal num_perm
-    # Estimated Jaccard at or above which a candidate pair is a near duplicate. Set on prose (seed 0) half-way
-    # between the lowest copies that must go (p1: J = 0.71 for paragraph copies sharing >= 80% of the text, 0.76
-    # for 5% edits) and the highest quoting documents that must stay (p99: J = 0.41): 0.55 is 2.6-2.7 standard
-    # errors from a J = 0.665 copy (the p1 on API docs) and from a document sharing 60% of its text both ways.
-    threshold: float = 0.55
-    seed: int = 42  # seeds the permutations; signatures are only comparable when computed with the same seed
-    verify: bool = True  # drop candidate pairs estimated below threshold: 3-row bands pair 68% of J = 0.3 pages
-    lowercase: bool = True  # case differences alone should not hide a near copy
-
-    def __post_init__(self) -> None:
-        from hf_llm.config import ConfigError  # here, not at the top: config.py imports this module
-
-        apply_preset(self, self.preset, self.PRESETS, "data.dedup.near.preset")
-        if self.bands * self.rows != self.num_perm:
-            raise ConfigError(
-                f"near dedup: bands * rows must equal num_perm, got {self.bands} * {self.rows} = "
-                f"{self.bands * self.rows} != {self.num_perm}; e.g. num_perm=126 with bands=42, rows=3"
-            )
-        if self.ngram < 1:
-            raise ConfigError(f"near dedup: ngram must be >= 1, got {self.ngram}")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ConfigError(f"near dedup: threshold must be in (0, 1], got {self.threshold}")
-
-
-NearDedupConfig.PRESETS = complete_presets(NearDedupConfig, _NEAR_PRESETS)
-
-
-@dataclass
-class DedupConfig:
-    exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)  # runs first: cheap, removes most copies
-    near: NearDedupConfig = field(default_factory=NearDedupConfig)  # runs on what exact dedup kept
-
 
 # ----------------------------------------------------------------------------------------------- the step
 

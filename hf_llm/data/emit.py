@@ -12,8 +12,8 @@ import numpy as np
 from ..config import DataConfig
 from .batches import iter_batches, select_documents, token_ids
 from .pack import BlockWriter, make_packer, packer_dtypes
-from .plan import KEPT, Keys
-from .sources import DataError
+from .selection import KEPT, Keys
+from ..errors import DataError
 
 
 REJECT_EXAMPLES = 3  # rejected rows per reason shown in the data card

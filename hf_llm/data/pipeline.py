@@ -35,8 +35,9 @@ from .batches import BATCH, iter_batches
 from .card import CardInputs, build_card, render_markdown, write_histogram_png
 from .decontam import build_index_from_config
 from .emit import emit
-from .plan import Keys, SignatureFile, plan_documents, plan_mixture
-from .sources import DataError, document_dataset, no_records_error, open_source, unwrap_generation_errors
+from .selection import Keys, SignatureFile, plan_documents, plan_mixture
+from .sources import document_dataset, no_records_error, open_source, unwrap_generation_errors
+from ..errors import DataError
 from .steps import READ_REASONS, clean_keys_batch, step_features, tokenize_batch, tokenize_features
 from .tokenizer import BatchEncoder, adds_bos, load_tokenizer, train_bpe_tokenizer
 

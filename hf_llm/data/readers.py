@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
+from ..errors import DataError
+
 logger = logging.getLogger(__name__)
 
 BASE_COLUMNS = ("text", "source", "origin", "read_reason", "read_detail")
@@ -34,12 +36,6 @@ RESERVED = frozenset(BASE_COLUMNS) | {
 }
 PEEK_RECORDS = 1000  # JSON records read up front to learn a source's extra columns
 BOM = b"\xef\xbb\xbf"
-
-
-def _data_error(message: str) -> Exception:
-    from .sources import DataError  # sources imports this module
-
-    return DataError(message)
 
 
 def base_features():
@@ -97,7 +93,7 @@ def _open_decompressed(path: str) -> BinaryIO:
         try:
             import zstandard  # optional: only for .zst corpora
         except ImportError:
-            raise _data_error(f"{path}: reading {suffix} needs the zstandard package; or decompress the file") from None
+            raise DataError(f"{path}: reading {suffix} needs the zstandard package; or decompress the file") from None
         return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115
     return open(path, "rb")  # noqa: SIM115
 
@@ -113,7 +109,7 @@ def is_blank(path: str) -> bool:
                 if chunk.strip():
                     return False
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
-        raise _data_error(f"{path}: cannot be read ({type(e).__name__}: {e}); check that the file is complete and "
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); check that the file is complete and "
                           f"that its suffix names its compression") from e
     return True
 
@@ -132,7 +128,7 @@ def _record(text: Any, source: str, origin: str, reason: Optional[str] = None, d
 
 def _bad(strict: bool, reason: str, detail: str, text: Optional[str], spec: SourceSpec, origin: str) -> dict:
     if strict:
-        raise _data_error(f"{detail} (data.strict=true stops here; without it the row goes to rejects/)")
+        raise DataError(f"{detail} (data.strict=true stops here; without it the row goes to rejects/)")
     return _record(text, spec.label, origin, reason, detail)
 
 
@@ -356,7 +352,7 @@ def load_hub(spec: SourceSpec, streaming: bool = True):
         return load_dataset(spec.path, spec.hub_name, split=spec.hub_split, revision=spec.hub_revision,
                             streaming=streaming)
     except Exception as e:  # network, missing dataset, bad config or split: all surface as one clear message
-        raise _data_error(f"could not load Hub dataset {spec.path!r} (config {spec.hub_name!r}, split "
+        raise DataError(f"could not load Hub dataset {spec.path!r} (config {spec.hub_name!r}, split "
                           f"{spec.hub_split!r}, revision {spec.hub_revision!r}): {type(e).__name__}: {e}") from e
 
 
@@ -437,7 +433,7 @@ def find_columns(spec: SourceSpec) -> list[str]:
 
 
 def _missing_column(spec: SourceSpec, columns: list[str]) -> None:
-    raise _data_error(
+    raise DataError(
         f"source {spec.path!r} has no column {spec.text_field!r}; its columns are {columns}. "
         f"Set text_field to one of them."
     )

@@ -17,14 +17,11 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..config import HfLlmError, SourceConfig
+from ..config import SourceConfig
+from ..errors import DataError, HfLlmError
 from .readers import SourceSpec, find_columns, is_blank, iter_records
 
 logger = logging.getLogger(__name__)
-
-
-class DataError(HfLlmError):
-    """Missing, empty or malformed data."""
 
 
 SUFFIX_FORMATS = {

@@ -25,7 +25,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..config import ConfigError, DataConfig, StageConfig, TokenizerConfig
+from ..config import DataConfig, StageConfig, TokenizerConfig
+from ..errors import ConfigError
 
 
 def stage_names(data: DataConfig) -> list[str]:

@@ -11,9 +11,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .clean import CleanConfig, clean_document
-from .decontam import DecontamConfig, NgramIndex, contamination_batch
-from .dedup import DedupConfig, dedup_keys
+from ..config.data_steps import CleanConfig, DecontamConfig, DedupConfig
+from .clean import clean_document
+from .decontam import NgramIndex, contamination_batch
+from .dedup import dedup_keys
 
 READ_REASONS = ("malformed", "invalid_utf8", "missing_text")  # set by the readers; the text is not usable
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..config import DataConfig
 from .pack import blocks_to_dataset, id_dtype, make_packer, with_specials
-from .sources import DataError, document_dataset, mixture_shares, open_source
+from .sources import document_dataset, mixture_shares, open_source
+from ..errors import ConfigError, DataError
 from .steps import READ_REASONS
 
 DOCS_PER_BATCH = 256  # documents tokenised together: large enough for the batch encoder, small in memory
@@ -137,8 +138,6 @@ def batched_train_stream(data: DataConfig, tokenizer, rank: int, world: int, mic
 
 def check_stream_config(data: DataConfig, tokenizer_path: Optional[str]) -> None:
     """What `data.stream_train` needs, checked before anything is read."""
-    from ..config import ConfigError
-
     if not tokenizer_path:
         raise ConfigError("data.stream_train=true needs tokenizer.name_or_path (an existing tokenizer): training one "
                           "takes a pass over the data; train it with scripts/prepare_data.py on a sample first")

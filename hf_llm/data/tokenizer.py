@@ -10,7 +10,8 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..config import ConfigError, TokenizerConfig
+from ..config import TokenizerConfig
+from ..errors import ConfigError
 
 
 def train_bpe_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, chat_template: Optional[str] = None):

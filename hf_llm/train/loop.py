@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import ConfigError, EvalConfig, TrainConfig
+from ..config import EvalConfig, TrainConfig
+from ..errors import ConfigError
 from ..downstream import WARNING_KEY
 from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint

@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from ..config import ConfigError, HfLlmError, RunConfig, TrainConfig
+from ..config import RunConfig, TrainConfig
+from ..errors import ConfigError, HfLlmError
 from .checkpoint import (LoopState, check_checkpoint_owner, check_init_from, claim_lineage, load_checkpoint,
                          resolve_resume, start_from_checkpoint)
 from .loop import DataStage, LoopSetup, build_eval_loader, build_train_loader, run_loop, stage_ends

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_llm.config import ConfigError, load_config
+from hf_llm.config import load_config
+from hf_llm.errors import ConfigError
 
 from ..conftest import REPO, sample_documents, tiny_overrides, reset_accelerate_state
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_llm.config import ConfigError, load_config
+from hf_llm.config import load_config
+from hf_llm.errors import ConfigError
 from hf_llm.pretrain import run_pretraining
 from hf_llm.train.checkpoint import latest_checkpoint, list_checkpoints
 

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from hf_llm.config import ConfigError, PrepareDataConfig, config_to_yaml, load_config
+from hf_llm.config import PrepareDataConfig, config_to_yaml, load_config
+from hf_llm.errors import ConfigError
 from hf_llm.data.clean import (
     C4Config,
     CleanConfig,

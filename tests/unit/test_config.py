@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_llm.config import ConfigError, RunConfig, load_config, parse_cli, save_config
+from hf_llm.config import RunConfig, load_config, parse_cli, save_config
+from hf_llm.errors import ConfigError
 from hf_llm.model import build_model_config, list_presets
 from hf_llm.config import ModelConfig
 

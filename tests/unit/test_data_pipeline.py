@@ -12,7 +12,7 @@ from datasets import load_from_disk
 
 from hf_llm.config import DataConfig, PrepareDataConfig, SourceConfig, TokenizerConfig, load_config
 from hf_llm.data.pipeline import build_prepared_data
-from hf_llm.data.sources import DataError
+from hf_llm.errors import DataError
 
 from ..conftest import REPO, sample_documents
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hf_llm.config import SourceConfig
-from hf_llm.data.sources import DataError, document_dataset, mixture_counts, mixture_passes, open_source
+from hf_llm.data.sources import document_dataset, mixture_counts, mixture_passes, open_source
+from hf_llm.errors import DataError
 
 
 def records(tmp_path: Path, src: SourceConfig, strict: bool = False, streaming: bool = False) -> list[dict]:

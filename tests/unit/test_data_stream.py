@@ -9,13 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_llm.config import (
-    ConfigError,
-    DataConfig,
-    SourceConfig,
-    TokenizerConfig,
-    load_config,
-)
+from hf_llm.config import DataConfig, SourceConfig, TokenizerConfig, load_config
+from hf_llm.errors import ConfigError
 from hf_llm.data.stream import (
     batched_train_stream,
     is_validation,

@@ -10,7 +10,7 @@ import pytest
 from datasets import Dataset
 from omegaconf import OmegaConf
 
-from hf_llm.config import ConfigError
+from hf_llm.errors import ConfigError
 from hf_llm.data.decontam import (
     DecontamConfig,
     build_index_from_config,
@@ -21,7 +21,7 @@ from hf_llm.data.decontam import (
     parse_eval_dataset_spec,
     read_eval_file,
 )
-from hf_llm.data.sources import DataError
+from hf_llm.errors import DataError
 
 EVAL_Q = "Natalia sold clips to forty eight of her friends in April and then she sold half as many clips in May"
 OTHER_Q = "Which planet in the solar system has the longest day measured in hours of the local rotation period"
@@ -135,8 +135,7 @@ def test_verbatim_overlaps_through_the_shipped_step_match_a_reference():
 
     import numpy as np
 
-    from hf_llm.data.clean import CleanConfig
-    from hf_llm.data.dedup import DedupConfig
+    from hf_llm.config.data_steps import CleanConfig, DedupConfig
     from hf_llm.data.steps import clean_keys_batch
 
     from ..corpora import base_documents

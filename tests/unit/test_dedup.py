@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from hf_llm.config import ConfigError, DataConfig, PrepareDataConfig, SourceConfig, config_to_yaml, load_config
-from hf_llm.data.clean import CleanConfig
+from hf_llm.config import DataConfig, PrepareDataConfig, SourceConfig, config_to_yaml, load_config
+from hf_llm.errors import ConfigError
+from hf_llm.config.data_steps import CleanConfig
 from hf_llm.data.dedup import (
     DedupConfig,
     NearDedupConfig,
@@ -25,7 +26,7 @@ from hf_llm.data.dedup import (
     ngram_hashes,
 )
 from hf_llm.data.pipeline import clean_sources
-from hf_llm.data.plan import plan_documents
+from hf_llm.data.selection import plan_documents
 
 from ..corpora import Corpus, make_corpus, restrict, score, write_jsonl
 

@@ -16,9 +16,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_llm.config import ConfigError, EvalConfig, TaskConfig, TokenizerConfig, TrainConfig, load_config
+from hf_llm.config import EvalConfig, TaskConfig, TokenizerConfig, TrainConfig, load_config
+from hf_llm.errors import ConfigError
 from hf_llm.data.tokenizer import train_bpe_tokenizer
-from hf_llm.downstream import (Item, Task, WARNING_KEY, build_requests, harness_metrics, parse_multiple_choice,
+from hf_llm.downstream import (check_tasks, Item, Task, WARNING_KEY, build_requests, harness_metrics, parse_multiple_choice,
                                read_task, score_requests, task_metrics, tie_credit)
 from hf_llm.train.loop import downstream_metrics, evaluate_tasks, shard_indices, unshard
 
@@ -245,10 +246,17 @@ def test_evaluate_tasks_on_one_process_matches_the_metrics(chars):
 
 # -- config errors, before training ----------------------------------------------------------------------------------
 
+def _checked(overrides: list[str]):
+    """What the jobs do first (check_run_config / check_finetune_config): load the recipe, then check the tasks."""
+    cfg = load_config(None, overrides)
+    check_tasks(cfg.eval.tasks, cfg.eval.harness_tasks)
+    return cfg
+
+
 def _load(tmp_path: Path, rows: list, kind: str = "multiple_choice"):
     path = tmp_path / "bad.jsonl"
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return load_config(None, [f"eval.tasks=[{{path: '{path}', kind: {kind}}}]"])
+    return _checked([f"eval.tasks=[{{path: '{path}', kind: {kind}}}]"])
 
 
 GOOD = {"context": "c", "choices": ["a", "b"], "label": 0}
@@ -272,16 +280,16 @@ def test_malformed_task_files_name_file_and_line(tmp_path, rows, kind, match):
 
 def test_other_task_config_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="is not a file"):
-        load_config(None, [f"eval.tasks=[{{path: '{tmp_path / 'nope.jsonl'}'}}]"])
+        _checked([f"eval.tasks=[{{path: '{tmp_path / 'nope.jsonl'}'}}]"])
     with pytest.raises(ConfigError, match="kind must be one of"):
-        load_config(None, [f"eval.tasks=[{{path: '{MC}', kind: mcq}}]"])
+        _checked([f"eval.tasks=[{{path: '{MC}', kind: mcq}}]"])
     with pytest.raises(ConfigError, match="limit must be at least 1"):
-        load_config(None, [f"eval.tasks=[{{path: '{MC}', limit: 0}}]"])
+        _checked([f"eval.tasks=[{{path: '{MC}', limit: 0}}]"])
     with pytest.raises(ConfigError, match="unique"):
-        load_config(None, [f"eval.tasks=[{{path: '{MC}'}}, {{path: '{MC}'}}]"])
+        _checked([f"eval.tasks=[{{path: '{MC}'}}, {{path: '{MC}'}}]"])
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # not installed, whatever this machine has
     with pytest.raises(ConfigError, match="pip install lm-eval"):
-        load_config(None, ["eval.harness_tasks=[hellaswag]"])
+        _checked(["eval.harness_tasks=[hellaswag]"])
     # Rows past the limit are never read, so a cheap pass over a huge file stays cheap.
     path = tmp_path / "limited.jsonl"
     path.write_text(f"{json.dumps(GOOD)}\n{json.dumps(GOOD)}\n{{broken\n")

@@ -33,7 +33,7 @@ from hf_llm.estimate import (
     match_gpu,
     model_flops_utilization,
     model_state_memory,
-    plan,
+    memory_table,
     recommend,
     shape_from_config,
     training_time_seconds,
@@ -191,7 +191,7 @@ def test_largest_micro_batch_is_the_boundary():
     for strategy in ("zero1", "zero3"):
         best = largest_micro_batch(shape, 4096, memory, strategy, 8)
         assert best >= 1
-        totals = [plan(shape, 4096, memory, 8, micro_batch=m, strategies=(strategy,))[0] for m in (best, best + 1)]
+        totals = [memory_table(shape, 4096, memory, 8, micro_batch=m, strategies=(strategy,))[0] for m in (best, best + 1)]
         assert totals[0]["fits"] and not totals[1]["fits"]
     assert largest_micro_batch(shape, 4096, memory, "ddp", 1) == 0  # 16 bytes x 6.7B > 80 GiB
 
@@ -273,7 +273,7 @@ def test_training_time_and_mfu():
 
 def test_plan_rows_and_table():
     shape = shape_from_config(LLAMA2_7B)
-    rows = plan(shape, 4096, 80 * GiB, 8)
+    rows = memory_table(shape, 4096, 80 * GiB, 8)
     assert [(r["strategy"], r["checkpointing"]) for r in rows] == [
         (s, c) for s in estimate.STRATEGIES for c in (False, True)
     ]
@@ -303,7 +303,7 @@ def test_recommend_7b_on_8x80gb_uses_zero1_without_checkpointing():
 
 def test_recommend_prefers_sharding_over_checkpointing_and_offload_last():
     shape = shape_from_config(LLAMA2_7B)
-    zero2 = next(r for r in plan(shape, 4096, 0, 8) if r["strategy"] == "zero2" and not r["checkpointing"])
+    zero2 = next(r for r in memory_table(shape, 4096, 0, 8) if r["strategy"] == "zero2" and not r["checkpointing"])
     choice = recommend(shape, 4096, zero2["total"] + 1024, 8, global_batch_tokens=4096 * 8)
     assert (choice["strategy"], choice["checkpointing"], choice["micro_batch"]) == ("zero2", False, 1)
     seventy = recommend(shape_from_config(LLAMA2_70B), 4096, 80 * GiB, 1, global_batch_tokens=4096)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_llm.config import ConfigError, load_config
-from hf_llm.data.sources import DataError
+from hf_llm.config import load_config
+from hf_llm.errors import ConfigError
+from hf_llm.errors import DataError
 from hf_llm.finetune import FinetuneRunConfig, check_qlora_available, run_finetuning
 from hf_llm.pretrain import run_pretraining
 from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, PaddingCollator, build_sft_datasets

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_llm.config import ConfigError, HubConfig, load_config
-from hf_llm.hub import (CheckpointPusher, HubPushError, check_push_ready, detect_repo_type, push_folder,
-                        render_model_card, retry_command, scrub)
+from hf_llm.config import HubConfig, load_config
+from hf_llm.errors import ConfigError
+from hf_llm.hub import CheckpointPusher, check_push_ready, detect_repo_type, push_folder, render_model_card, retry_command, scrub
+from hf_llm.errors import HubPushError
 from hf_llm.pretrain import run_pretraining
 
 from ..conftest import REPO, tiny_overrides

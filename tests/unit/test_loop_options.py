@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_llm.config import ConfigError, TrainConfig, load_config
+from hf_llm.config import TrainConfig, load_config
+from hf_llm.errors import ConfigError
 
 from ..conftest import REPO, tiny_overrides
 
@@ -99,7 +100,8 @@ def test_process_group_timeout_is_a_setting():
 BARRIER = """
 import os, sys, time
 from pathlib import Path
-from hf_llm.config import TrainConfig, HfLlmError
+from hf_llm.config import TrainConfig
+from hf_llm.errors import HfLlmError
 from hf_llm.train.run import make_accelerator, wait_for_main
 train = TrainConfig(dist_timeout_minutes=0.05)
 acc = make_accelerator(train, "fp32", Path(sys.argv[1]))

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_llm.config import ConfigError, ModelConfig, TrainConfig, load_config
-from hf_llm.plan import PlanConfig, make_plan, run_plan
+from hf_llm.config import ModelConfig, TrainConfig, load_config
+from hf_llm.errors import ConfigError
+from hf_llm.planner import PlanConfig, make_plan, run_plan
 from hf_llm.train.run import resolve_accumulation
 
 REPO = Path(__file__).resolve().parents[2]

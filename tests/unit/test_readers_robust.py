@@ -18,7 +18,8 @@ from datasets import load_from_disk
 from hf_llm.config import DataConfig, SourceConfig, TokenizerConfig
 from hf_llm.data.pipeline import build_prepared_data
 from hf_llm.data.readers import iter_records
-from hf_llm.data.sources import DataError, document_dataset, open_source
+from hf_llm.data.sources import document_dataset, open_source
+from hf_llm.errors import DataError
 
 from ..conftest import REPO, sample_documents
 

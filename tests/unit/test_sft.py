@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hf_llm.config import DataConfig, SourceConfig, TokenizerConfig
-from hf_llm.data.sources import DataError
+from hf_llm.errors import DataError
 from hf_llm.data.tokenizer import train_bpe_tokenizer
 from hf_llm.sft import (
     DEFAULT_CHAT_TEMPLATE, LengthGroupedSampler, PaddingCollator, SFTConfig, alpaca_messages, build_sft_datasets,

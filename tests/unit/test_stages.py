@@ -23,8 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_llm.config import ConfigError, load_config, save_config
-from hf_llm.data.sources import DataError
+from hf_llm.config import load_config, save_config
+from hf_llm.errors import ConfigError
+from hf_llm.errors import DataError
 from hf_llm.train.loop import optimizer_step  # the original: tests wrap the loop's
 
 from ..conftest import sample_documents, tiny_overrides, reset_accelerate_state

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from hf_llm.cli import main
-from hf_llm.config import ConfigError, HfLlmError, TrainConfig, load_config, save_config
+from hf_llm.config import TrainConfig, load_config, save_config
+from hf_llm.errors import ConfigError, HfLlmError
 from hf_llm.pretrain import run_pretraining
 from hf_llm.train.run import make_accelerator, start_run
 

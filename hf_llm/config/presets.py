@@ -20,6 +20,8 @@ from typing import Any, Iterator, Mapping
 
 from omegaconf import OmegaConf
 
+from ..errors import ConfigError
+
 # Set while load_config turns merged layers into objects: their preset is already in the merged values.
 _RESOLVED = contextvars.ContextVar("hf_llm_presets_resolved", default=False)
 
@@ -44,8 +46,6 @@ def apply_preset(cfg: Any, name: str, presets: Mapping[str, Mapping[str, Any]], 
     """`__post_init__`'s half: check `name`; outside `load_config`, set the preset's fields that still hold their
     class defaults."""
     if name not in presets:
-        from hf_llm.config import ConfigError  # here, not at the top: config.py imports the data configs
-
         raise ConfigError(f"{what}: unknown preset {name!r}; choose one of {sorted(presets)}")
     if _RESOLVED.get():
         return

@@ -15,8 +15,10 @@ from typing import Optional
 
 import numpy as np
 
-from .dedup import DedupConfig, dedup_decisions
-from .sources import DataError, mixture_counts, mixture_passes
+from ..config.data_steps import DedupConfig
+from .dedup import dedup_decisions
+from .sources import mixture_counts, mixture_passes
+from ..errors import DataError
 from .steps import READ_REASONS
 
 KEPT = 0

@@ -17,19 +17,9 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-# The data stages' own configs live beside their code; these modules import nothing from here at import time.
-from .data.clean import CleanConfig
-from .data.decontam import DecontamConfig
-from .data.dedup import DedupConfig
-from .data.presets import preset_layers, presets_resolved
-
-
-class HfLlmError(Exception):
-    """An error the user can fix; scripts print its message and exit with status 2."""
-
-
-class ConfigError(HfLlmError):
-    """Bad recipe, override or option combination."""
+from ..errors import ConfigError
+from .data_steps import CleanConfig, DecontamConfig, DedupConfig
+from .presets import preset_layers, presets_resolved
 
 
 @dataclass
@@ -314,11 +304,6 @@ class EvalConfig:
             raise ConfigError(f"eval.task_batch_size must be at least 1, got {self.task_batch_size}")
         if self.harness_limit is not None and self.harness_limit < 1:
             raise ConfigError(f"eval.harness_limit must be at least 1, got {self.harness_limit}")
-        if self.tasks or self.harness_tasks:
-            # Here rather than in the loop: a malformed task file must fail in seconds, not after data preparation.
-            from .downstream import check_tasks
-
-            check_tasks(self.tasks, self.harness_tasks)
 
 
 @dataclass

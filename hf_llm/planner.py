@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import ConfigError, ModelConfig
+from .config import ModelConfig
+from .errors import ConfigError
 from .estimate import (
     GPU_PEAK_FLOPS,
     GiB,
@@ -19,7 +20,7 @@ from .estimate import (
     flops_per_token,
     format_table,
     match_gpu,
-    plan,
+    memory_table,
     recommend,
     shape_from_config,
     training_time_seconds,
@@ -93,7 +94,7 @@ def make_plan(cfg: PlanConfig) -> dict[str, Any]:
         "gpu": gpu,
         "gpus": cfg.gpus,
         "training_days": training_time_seconds(total_flops, cfg.gpus, peak, cfg.mfu) / 86400,
-        "memory_rows": plan(shape, cfg.seq_len, memory, cfg.gpus, num_nodes=cfg.nodes),
+        "memory_rows": memory_table(shape, cfg.seq_len, memory, cfg.gpus, num_nodes=cfg.nodes),
         "recommendation": recommend(shape, cfg.seq_len, memory, cfg.gpus, cfg.global_batch_tokens, num_nodes=cfg.nodes),
         "gpu_memory_bytes": memory,
     }

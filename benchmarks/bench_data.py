@@ -8,11 +8,13 @@ megabytes of JSON lines: each copy of a document has 20% of its words replaced b
 copies are new documents, not near duplicates), and 3% of documents are followed by a near copy (one run of 5% of
 the words replaced) for the dedup stage to find. Measurements, each in a fresh process so peak memory is its own:
 
-  pack       hf_llm `tokenize_and_pack` vs run_clm (`tokenizer(examples["text"])` with datasets.map, then
-             `group_texts` with Python list concatenation, exactly as transformers'
+  pack       hf_llm's pipeline steps (`steps.tokenize_batch` with datasets.map, then `ConcatPacker`) vs run_clm
+             (`tokenizer(examples["text"])` with datasets.map, then `group_texts` with Python list concatenation,
+             exactly as transformers'
              examples/pytorch/language-modeling/run_clm.py), same tokenizer, same documents, same block size;
              with one core each, two cores each (num_proc=2), and run_clm's default (tokenizer threads on).
-  near_dedup MinHash signatures (batches of 1,000) + LSH clustering: documents per second.
+  near_dedup the pipeline's dedup steps with exact dedup off: `dedup_keys` (batches of 1,000) + `dedup_decisions`
+             (LSH clustering): documents per second.
   pipeline   `build_prepared_data` with the default recipe (configs/data/sample.yaml settings) on the whole
              corpus: documents per second, per-step timings, peak RSS of the process and of its workers.
   pipeline_streaming  the same with data.streaming=true (memory comparison).
@@ -139,8 +141,6 @@ def stage_pack(corpus: Path, work: Path, megabytes: float, seq_len: int, num_pro
     import datasets
     from itertools import chain
 
-    from hf_llm.data.pack import tokenize_and_pack
-
     datasets.disable_caching()  # every map really runs
     datasets.disable_progress_bars()
     tokenizer = sample_tokenizer(work / "tokenizer")
@@ -156,9 +156,10 @@ def stage_pack(corpus: Path, work: Path, megabytes: float, seq_len: int, num_pro
     docs = datasets.load_dataset("json", data_files=str(subset), split="train", cache_dir=str(work / "hf"))
     docs = docs.select_columns(["text"])
     procs = num_proc if num_proc > 1 else None
+    ours_docs = docs.add_column("reason", [None] * len(docs))  # what the pipeline's step reads besides the text
 
     t = time.perf_counter()
-    packed, stats, _ = tokenize_and_pack(docs, tokenizer, seq_len, add_bos=False, num_proc=procs)
+    stats = pipeline_pack(ours_docs, tokenizer, seq_len, procs)
     ours = time.perf_counter() - t
 
     # transformers examples/pytorch/language-modeling/run_clm.py, verbatim apart from logging
@@ -194,9 +195,30 @@ def stage_pack(corpus: Path, work: Path, megabytes: float, seq_len: int, num_pro
     }
 
 
+def pipeline_pack(docs, tokenizer, seq_len: int, procs) -> dict:
+    """The pipeline's tokenise and pack steps (as `pipeline.tokenize_documents` and `emit` run them), no BOS."""
+    from datasets import Features
+
+    from hf_llm.data.batches import BATCH
+    from hf_llm.data.pack import ConcatPacker, arrow_lists_to_numpy, id_dtype
+    from hf_llm.data.steps import tokenize_batch, tokenize_features
+    from hf_llm.data.tokenizer import BatchEncoder
+
+    kwargs = {"encoder": BatchEncoder(tokenizer), "keep": np.ones(len(docs), dtype=bool),
+              "eos": tokenizer.eos_token_id, "bos": None, "vocab_size": len(tokenizer)}
+    ids = docs.map(tokenize_batch, batched=True, batch_size=BATCH, num_proc=procs, with_indices=True,
+                   input_columns=["text", "reason"], remove_columns=docs.column_names, fn_kwargs=kwargs,
+                   features=tokenize_features(Features(), len(tokenizer)))
+    flat, lengths = arrow_lists_to_numpy(ids.data.column("input_ids"))
+    packer = ConcatPacker(seq_len, id_dtype(len(tokenizer)))
+    packer.add(flat, lengths)
+    packer.finish()
+    return packer.stats
+
+
 def stage_near_dedup(corpus: Path, documents: int) -> dict:
-    from hf_llm.config.data_steps import NearDedupConfig
-    from hf_llm.data.dedup import minhash_signatures, near_duplicate_clusters
+    from hf_llm.config.data_steps import DedupConfig, ExactDedupConfig
+    from hf_llm.data.dedup import dedup_decisions, dedup_keys
 
     texts = []
     with open(corpus, encoding="utf-8") as f:
@@ -204,11 +226,12 @@ def stage_near_dedup(corpus: Path, documents: int) -> dict:
             texts.append(json.loads(line)["text"])
             if len(texts) >= documents:
                 break
-    cfg = NearDedupConfig()
+    cfg = DedupConfig(exact=ExactDedupConfig(enabled=False))
     t = time.perf_counter()
-    sig = np.concatenate([minhash_signatures(texts[i : i + 1000], cfg) for i in range(0, len(texts), 1000)])
+    keys = [dedup_keys(texts[i : i + 1000], cfg) for i in range(0, len(texts), 1000)]
+    hashes, sig = np.concatenate([k["hash"] for k in keys]), np.concatenate([k["minhash"] for k in keys])
     t_sig = time.perf_counter() - t
-    _, drop = near_duplicate_clusters(sig, cfg)
+    drop = np.flatnonzero(dedup_decisions(np.ones(len(texts), dtype=bool), hashes, sig, cfg).near)
     total = time.perf_counter() - t
     return {"documents": len(texts), "mean_chars": round(float(np.mean([len(x) for x in texts]))),
             "signatures_seconds": round(t_sig, 2), "cluster_seconds": round(total - t_sig, 2),

@@ -1,8 +1,8 @@
 """Text cleaning: normalisation, PII scrubbing and heuristic quality filters (Gopher, C4, FineWeb).
 
-Everything here is a pure, module-level function so `datasets.map(clean_batch, batched=True, num_proc=N)` can
-pickle it. Nothing is dropped: `clean_batch` marks each row with a `reason` (None = kept) and the caller splits
-kept from rejected, so every document is accounted for.
+Everything here is a pure, module-level function, so the pipeline's batched step (`steps.clean_keys_batch`, under
+`datasets.map(num_proc=N)`) can pickle it. Nothing is dropped: `clean_document` returns a `reason` (None = kept)
+and the pipeline splits kept from rejected, so every document is accounted for.
 
 The rule sections' own defaults are the published heuristics for *web crawl* text (Common Crawl): Gopher (Rae et al.
 2021, Table A1), C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024), with the semantics of datatrove's
@@ -25,13 +25,8 @@ import re
 import unicodedata
 from collections import Counter
 from itertools import accumulate
-from typing import TYPE_CHECKING
-
 from ..config.data_steps import (C4Config, CleanConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig,
                                  NormalizeConfig, PIIConfig)
-
-if TYPE_CHECKING:  # datasets is imported where it is used: it is slow to import
-    from datasets import Features
 
 # ---------------------------------------------------------------- patterns (compiled once, immutable)
 # Speed: the regex engine skips fast only when a pattern starts with a plain character or set, so the costly
@@ -419,31 +414,3 @@ def clean_document(text: str | None, cfg: CleanConfig) -> tuple[str | None, str,
     if reason is None:
         reason = fineweb_filter(text, cfg.fineweb)
     return reason, text, counts
-
-
-def clean_batch(batch: dict[str, list], cfg: CleanConfig, text_field: str = "text") -> dict[str, list]:
-    """`datasets.map(batched=True)` entry: new text, `reason` (None = kept) and `pii_*` counts; rows never dropped.
-
-    Other columns pass through untouched. Pass `features=clean_features(ds.features)` to `map` (a first batch
-    whose reasons are all None would otherwise fix the column's type to null), then split kept from rejected
-    with `ds.filter(lambda r: r["reason"] is None)`.
-    """
-    out = dict(batch)
-    texts, reasons, emails, ips, phones = [], [], [], [], []
-    for text in batch[text_field]:
-        reason, new, counts = clean_document(text, cfg)
-        texts.append(new)
-        reasons.append(reason)
-        emails.append(counts["email"])
-        ips.append(counts["ip"])
-        phones.append(counts["phone"])
-    out.update({text_field: texts, "reason": reasons, "pii_email": emails, "pii_ip": ips, "pii_phone": phones})
-    return out
-
-
-def clean_features(features: Features) -> Features:
-    """The schema `clean_batch` writes: the input columns plus `reason` (string, None = kept) and `pii_*` counts."""
-    from datasets import Features, Value
-
-    counts = {f"pii_{kind}": Value("int32") for kind in ("email", "ip", "phone")}
-    return Features({**features, "reason": Value("string"), **counts})

@@ -71,7 +71,7 @@ def build_ngram_index(
 def contamination_batch(
     batch: dict[str, list[Any]], index: NgramIndex, cfg: DecontamConfig, text_field: str = "text"
 ) -> dict[str, list[str | None]]:
-    """Batched map function: {"contaminated_by": name of an eval set sharing an n-gram with the doc, or None}."""
+    """{"contaminated_by": name of an eval set sharing an n-gram with the doc, or None}; `clean_keys_batch` calls it."""
     if (cfg.ngram, cfg.lowercase) != (index.ngram, index.lowercase):
         raise ConfigError(
             f"decontam: index built with ngram={index.ngram}, lowercase={index.lowercase} but config has "
@@ -170,26 +170,6 @@ def build_index_from_config(cfg: DecontamConfig) -> NgramIndex:
     if not cfg.eval_files and not cfg.eval_datasets:
         raise ConfigError("decontam: enabled but no eval_files or eval_datasets are configured")
     return build_ngram_index(load_eval_texts(cfg), cfg.ngram, cfg.lowercase)
-
-
-def decontaminate(
-    dataset: Any, index: NgramIndex, cfg: DecontamConfig, text_field: str = "text", num_proc: int | None = None
-) -> tuple[Any, dict[str, int]]:
-    """Drop contaminated rows of a `datasets.Dataset`; returns (kept rows, removed count per eval set)."""
-    flags = dataset.map(
-        contamination_batch,
-        batched=True,
-        num_proc=num_proc,
-        fn_kwargs={"index": index, "cfg": cfg, "text_field": text_field},
-        remove_columns=dataset.column_names,
-        desc="decontaminate",
-    )["contaminated_by"]
-    removed = {name: 0 for name in index.names}
-    for name in flags:
-        if name is not None:
-            removed[name] += 1
-    keep = [i for i, name in enumerate(flags) if name is None]
-    return (dataset.select(keep) if len(keep) < len(dataset) else dataset), removed
 
 
 def _as_texts(value: Any, where: str) -> list[str]:

@@ -1,7 +1,7 @@
-"""Tokenise documents and pack them into fixed-length blocks that keep documents apart.
+"""Pack token ids into fixed-length blocks that keep documents apart.
 
-Each document becomes `[BOS] tokens EOS`. Two packers, both fed documents in order, batch by batch, so the
-in-memory and the streaming pipeline produce the same blocks:
+Each document becomes `[BOS] tokens EOS` (`with_specials`; `steps.tokenize_batch` encodes). Two packers, both fed
+documents in order, batch by batch, so the in-memory and the streaming pipeline produce the same blocks:
 
 - `ConcatPacker` (concatenate-and-chunk): documents end to end, cut every `seq_len` tokens; no padding, a
   document may straddle two blocks, the tail shorter than a block is dropped. The collator
@@ -24,27 +24,6 @@ from typing import Optional
 import numpy as np
 
 IGNORE_INDEX = -100  # the label transformers' loss skips (hf_llm.train.collate uses the same)
-
-
-def tokenize_batch(batch: dict[str, list], tokenizer, add_bos: bool, text_field: str = "text",
-                   encoder=None) -> dict[str, list]:
-    """Token ids of each document followed by EOS (and preceded by BOS when the family expects one).
-
-    A literal "<|endoftext|>" inside a document stays text (split_special_tokens), never a separator.
-    """
-    arrays = tokenize_arrays(batch, tokenizer, add_bos, text_field, encoder)["input_ids"]
-    return {"input_ids": [a.tolist() for a in arrays]}
-
-
-def tokenize_arrays(batch: dict[str, list], tokenizer, add_bos: bool, text_field: str = "text",
-                    encoder=None) -> dict[str, list]:
-    """`tokenize_batch` with one numpy array per document: `datasets` writes those to Arrow ~3x faster than lists."""
-    from .tokenizer import BatchEncoder
-
-    flat, lengths = (encoder or BatchEncoder(tokenizer)).encode_flat(batch[text_field])
-    bos = tokenizer.bos_token_id if add_bos else None
-    flat, lengths = with_specials(flat, lengths, tokenizer.eos_token_id, bos, id_dtype(len(tokenizer)))
-    return {"input_ids": np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []}
 
 
 def with_specials(flat: np.ndarray, lengths: np.ndarray, eos: int, bos: Optional[int], dtype: np.dtype
@@ -259,33 +238,6 @@ def blocks_to_dataset(blocks: np.ndarray):
     flat = pa.array(blocks.reshape(-1))
     column = pa.FixedSizeListArray.from_arrays(flat, blocks.shape[1])
     return Dataset(pa.table({"input_ids": column}))
-
-
-def tokenize_and_pack(docs, tokenizer, seq_len: int, add_bos: bool, num_proc: int | None = None):
-    """Documents (a dataset with `text`) → (packed dataset, statistics, flat token ids): concatenate-and-chunk.
-
-    The pipeline's own path (`pipeline.py`) runs the same two steps per batch; this is the whole-dataset form.
-    """
-    from datasets import Features, List, Value
-
-    from .tokenizer import BatchEncoder
-
-    dtype = id_dtype(len(tokenizer))
-    tokenized = docs.map(
-        tokenize_arrays,
-        batched=True,
-        batch_size=1000,
-        num_proc=num_proc,
-        remove_columns=docs.column_names,
-        features=Features({"input_ids": List(Value(dtype.name))}),
-        fn_kwargs={"tokenizer": tokenizer, "add_bos": add_bos, "encoder": BatchEncoder(tokenizer)},
-        desc="tokenize",
-    )
-    flat, lengths = arrow_lists_to_numpy(tokenized.data.column("input_ids"))
-    packer = ConcatPacker(seq_len, dtype)
-    blocks = packer.add(flat, lengths)["input_ids"]
-    packer.finish()
-    return blocks_to_dataset(blocks), packer.stats, flat
 
 
 def unigram_cross_entropy(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int) -> float:

@@ -16,7 +16,6 @@ from hf_llm.data.decontam import (
     build_index_from_config,
     build_ngram_index,
     contamination_batch,
-    decontaminate,
     load_eval_texts,
     parse_eval_dataset_spec,
     read_eval_file,
@@ -119,12 +118,23 @@ def test_hub_spec_syntax():
             parse_eval_dataset_spec(bad)
 
 
-def test_decontaminate_dataset(index):
+def test_decontamination_through_datasets_map(index):
+    """The pipeline's step under `datasets.map(num_proc=2)` (the index pickles) flags each leak with its eval set."""
+    from datasets import Features, Value
+
+    from hf_llm.config.data_steps import CleanConfig, DedupConfig
+    from hf_llm.data.steps import clean_keys_batch, step_features
+
     leak = f"{FILLER} {EVAL_Q}"
-    ds = Dataset.from_dict({"text": [FILLER, leak, OTHER_Q, "clean text"], "id": [0, 1, 2, 3]})
-    out, removed = decontaminate(ds, index, DecontamConfig(enabled=True), num_proc=2)  # the index pickles
-    assert out["id"] == [0, 3]
-    assert removed == {"gsm8k": 1, "astro": 1}
+    texts = [FILLER, leak, OTHER_Q, "clean text"]
+    columns = {"text": texts, "id": ["0", "1", "2", "3"], "read_reason": [None] * 4, "read_detail": [None] * 4}
+    ds = Dataset.from_dict(columns, features=Features({k: Value("string") for k in columns}))
+    out = ds.map(clean_keys_batch, batched=True, batch_size=2, num_proc=2,
+                 features=step_features(ds.features, DedupConfig()),
+                 fn_kwargs={"clean": CleanConfig(preset="none"), "dedup": DedupConfig(), "index": index,
+                            "decontam": DecontamConfig(enabled=True)})
+    assert [i for i, name in zip(out["id"], out["contaminated_by"]) if name is None] == ["0", "3"]
+    assert out["contaminated_by"] == [None, "gsm8k", "astro", None]
 
 
 def test_verbatim_overlaps_through_the_shipped_step_match_a_reference():

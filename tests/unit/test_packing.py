@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from hf_llm.config import ModelConfig, TokenizerConfig
-from hf_llm.data.pack import pack_ids, tokenize_batch, unigram_cross_entropy
-from hf_llm.data.tokenizer import train_bpe_tokenizer
+from hf_llm.data.pack import pack_ids, unigram_cross_entropy
+from hf_llm.data.steps import tokenize_batch
+from hf_llm.data.tokenizer import BatchEncoder, train_bpe_tokenizer
 from hf_llm.model import build_model, build_model_config
 from hf_llm.train.collate import IGNORE_INDEX, PackedCollator, document_position_ids
 
@@ -29,7 +30,8 @@ def test_pack_keeps_all_tokens_in_order():
 
 def test_tokenize_appends_eos_and_keeps_literal_separator_as_text():
     tok = train_bpe_tokenizer(["hello world. " * 20, "more text here"], TokenizerConfig(vocab_size=300))
-    out = tokenize_batch({"text": ["hello <|endoftext|> world"]}, tok, add_bos=False)["input_ids"][0]
+    out = tokenize_batch(["hello <|endoftext|> world"], [None], [0], BatchEncoder(tok), np.ones(1, dtype=bool),
+                         tok.eos_token_id, None, len(tok))["input_ids"][0].tolist()
     assert out[-1] == tok.eos_token_id and out.count(tok.eos_token_id) == 1
 
 

@@ -8,7 +8,7 @@ deleted at random positions; paragraph copies sharing >= 80% of the text) and ha
 template; documents quoting 20-50% of another), one corpus per kind and edit rate, all methods on the same one.
 
 Methods: `hf_llm` is what prepare_data runs, the same functions (`dedup_keys` per batch of 1,000, as
-`clean_keys_batch` calls it, then `dedup_decisions`, as `plan_documents` does), at its defaults; `hf_llm[fineweb]`
+`clean_keys_batch` calls it, then `dedup_decisions`, as `select_documents` does), at its defaults; `hf_llm[fineweb]`
 the same with data.dedup.near.preset=fineweb (5-grams, 14 x 8, no verification); `datasketch` is MinHashLSH at
 threshold 0.5 with 128 permutations, documents queried then inserted in order (a hit drops the document), on word
 5-grams (the setting the issue compared) and on word 3-grams (hf_llm's shingles). datatrove's four on-disk MinHash

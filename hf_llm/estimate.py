@@ -107,7 +107,7 @@ def _layer_parameters(shape: ModelShape) -> int:
     return attention + mlp + 2 * _norm_parameters(shape)
 
 
-def count_parameters(shape: ModelShape) -> dict[str, int]:
+def parameter_counts(shape: ModelShape) -> dict[str, int]:
     """Analytic parameter counts.
 
     `embedding` is the input token (and learned position) table, `lm_head` the untied output projection (0 when
@@ -149,7 +149,7 @@ def flops_per_token(shape: ModelShape, seq_len: int, training: bool = True, froz
     of the activations and 2N for those of the weights. Frozen weights (LoRA/QLoRA bases) get no weight gradient,
     so training costs about 4N + 2·N_trainable: `frozen_matmul_params` is subtracted twice.
     """
-    matmul_params = count_parameters(shape)["non_embedding"] + shape.vocab_size * shape.hidden_size
+    matmul_params = parameter_counts(shape)["non_embedding"] + shape.vocab_size * shape.hidden_size
     attention = 4 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
     forward = 2 * matmul_params + attention
     if not training:
@@ -230,7 +230,7 @@ def largest_micro_batch(
 ) -> int:
     """Largest micro-batch (sequences per GPU) whose model states + activations + reserve fit; 0 if none does."""
     states = model_state_memory(
-        count_parameters(shape)["total"], strategy, world_size, largest_layer_params=largest_layer_params(shape),
+        parameter_counts(shape)["total"], strategy, world_size, largest_layer_params=largest_layer_params(shape),
         num_nodes=num_nodes, accounting=accounting,
     )["total"]
     per_sequence = activation_memory(shape, seq_len, 1, checkpointing=checkpointing, attention=attention)
@@ -325,7 +325,7 @@ def memory_table(
     accounting: str = "zero_paper", strategies: tuple[str, ...] = STRATEGIES,
 ) -> list[dict[str, Any]]:
     """Per-GPU memory of every strategy x activation checkpointing at `micro_batch`, with the largest micro-batch."""
-    n_params, largest = count_parameters(shape)["total"], largest_layer_params(shape)
+    n_params, largest = parameter_counts(shape)["total"], largest_layer_params(shape)
     rows = []
     for strategy in strategies:
         states = model_state_memory(

@@ -16,7 +16,7 @@ from .estimate import (
     GiB,
     chinchilla_optimal,
     chinchilla_tokens,
-    count_parameters,
+    parameter_counts,
     flops_per_token,
     format_table,
     match_gpu,
@@ -72,7 +72,7 @@ def make_plan(cfg: PlanConfig) -> dict[str, Any]:
     """Every number the planner prints, as a dict (pure arithmetic; no weights are loaded)."""
     config = build_model_config(cfg.model)
     shape = shape_from_config(config)
-    params = count_parameters(shape)
+    params = parameter_counts(shape)
     per_token = flops_per_token(shape, cfg.seq_len)
     gpu, peak, memory = gpu_specs(cfg)
     budget_flops = cfg.hours * 3600 * cfg.gpus * peak * cfg.mfu if cfg.hours else None

@@ -25,7 +25,7 @@ from .train.loop import EpochSampler
 ROLES = ("system", "user", "assistant")
 SFT_FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "text")
 OVERFLOW = ("truncate", "drop")
-KEPT = ("ok", "truncated")  # example statuses that stay in the data set
+KEPT_STATUSES = ("ok", "truncated")  # example statuses that stay in the data set
 
 # Zephyr-style turns closed by EOS, so the model learns to stop even when pad == eos. Used only for tokenizers
 # that have no template of their own; saved with the tokenizer so inference renders prompts the same way.
@@ -278,7 +278,7 @@ def build_sft_datasets(data: DataConfig, sft: SFTConfig, tokenizer, bos: bool = 
                          num_proc=data.num_proc if data.num_proc > 1 and len(ds) >= 10_000 else None)
         statuses = encoded["status"]
         counts = {s: statuses.count(s) for s in ("truncated", "dropped", "no_targets")}
-        kept = encoded.filter(lambda s: s in KEPT, input_columns="status").remove_columns("status")
+        kept = encoded.filter(lambda s: s in KEPT_STATUSES, input_columns="status").remove_columns("status")
         sources[label] = {"format": fmt, "rows": len(ds), "examples": len(kept), **counts}
         if len(kept) == 0:
             raise DataError(f"source {src.path!r} has no usable example (see sft.max_length, sft.overflow): {counts}")

@@ -133,6 +133,6 @@ def token_ids(ids, vocab: int) -> tuple[np.ndarray, np.ndarray]:
     return flat.astype(id_dtype(vocab), copy=False), lengths.astype(np.int64)
 
 
-def select_documents(flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def take_documents(flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The tokens of the documents where `rows` (bool per document) is set."""
     return flat[np.repeat(rows, lengths)], lengths[rows]

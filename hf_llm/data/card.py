@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .selection import KEPT, STEPS, step_of
+from .selection import KEPT_CODE, STEPS, step_of
 
 
 @dataclass
@@ -24,8 +24,8 @@ class CardInputs:
     data: Any  # DataConfig
     tok_cfg: Any  # TokenizerConfig
     specs: list  # SourceSpec per source
-    keys: Any  # plan.Keys
-    plan: Any  # plan.DocumentPlan
+    keys: Any  # selection.Keys
+    selection: Any  # selection.Selection
     passes: list  # per source, per pass: indices drawn for training
     tokenizer: Any
     adds_bos: bool
@@ -36,30 +36,32 @@ class CardInputs:
 
 
 def build_card(x: CardInputs) -> dict[str, Any]:
-    keys, plan, e = x.keys, x.plan, x.emitted
+    keys, selection, e = x.keys, x.selection, x.emitted
     labels = [s.label for s in x.specs]
     # the step that rejects each reason code; kept documents pass every step
-    step_index = {code: len(STEPS) if code == KEPT else STEPS.index(step_of(r)) for code, r in enumerate(keys.reasons)}
+    step_index = {code: len(STEPS) if code == KEPT_CODE else STEPS.index(step_of(r))
+                  for code, r in enumerate(keys.reasons)}
     steps = _steps(x, labels, step_index)
     rejections: dict[str, int] = {}
-    for status in plan.status:
+    for status in selection.status:
         codes, counts = np.unique(status, return_counts=True)
         for c, n in zip(codes, counts):
-            if c != KEPT:
+            if c != KEPT_CODE:
                 rejections[keys.reasons[c]] = rejections.get(keys.reasons[c], 0) + int(n)
-    n_train = sum(int(plan.train(i).sum()) for i in range(len(labels)))
-    n_val = sum(int(plan.validation[i].sum()) for i in range(len(labels)))
+    n_train = sum(int(selection.train(i).sum()) for i in range(len(labels)))
+    n_val = sum(int(selection.validation[i].sum()) for i in range(len(labels)))
     total_drawn = max(1, sum(e.drawn_tokens))
     sources = {}
     for i, (spec, src) in enumerate(zip(x.specs, x.data.sources)):
-        status = plan.status[i]
-        kept = status == KEPT
+        status = selection.status[i]
+        kept = status == KEPT_CODE
         sources[spec.label] = {
             "path": spec.path, "format": spec.fmt, "files": len(spec.files), "weight": src.weight,
             "documents_in": int(len(status)), "documents_out": int(kept.sum()),
             "characters_in": int(keys.chars_in[i].sum()), "characters_out": int(keys.chars_out[i][kept].sum()),
-            "tokens_out": int(e.tokens_by_code[i][KEPT]),
-            "train_documents": int(plan.train(i).sum()), "validation_documents": int(plan.validation[i].sum()),
+            "tokens_out": int(e.tokens_by_code[i][KEPT_CODE]),
+            "train_documents": int(selection.train(i).sum()),
+            "validation_documents": int(selection.validation[i].sum()),
             "mixture_documents": e.drawn_documents[i], "mixture_passes": len(x.passes[i]),
             "mixture_tokens": e.drawn_tokens[i], "mixture_token_share": round(e.drawn_tokens[i] / total_drawn, 4),
             "pii_replaced": sum(keys.pii[i].values()),
@@ -78,7 +80,7 @@ def build_card(x: CardInputs) -> dict[str, Any]:
         "filters": _filters(x, rejections),
         "read_problems": {"count": keys.read_problem_count, "first": keys.read_problems},
         "pii_replaced": {k: sum(p[k] for p in keys.pii) for k in ("email", "ip", "phone")},
-        "duplicate_clusters": _clusters(plan.clusters, e.representative_origins),
+        "duplicate_clusters": _clusters(selection.clusters, e.representative_origins),
         "decontamination": _decontam(x, labels),
         "split": {"train_documents": n_train, "validation_documents": n_val},
         "mixture": {"mix_by": x.data.mix_by, "seed": x.data.seed,
@@ -108,14 +110,14 @@ def _steps(x: CardInputs, labels: list[str], step_index: dict[int, int]) -> list
     Characters are counted on the text as read up to the clean step's input, on the cleaned text after it; tokens
     on the cleaned text (the tokenizer does not exist before cleaning), so the read step has none.
     """
-    keys, plan, e = x.keys, x.plan, x.emitted
+    keys, selection, e = x.keys, x.selection, x.emitted
     steps = []
     for k, name in enumerate(STEPS):
         entry = {"step": name, "documents_in": 0, "documents_out": 0, "characters_in": 0, "characters_out": 0,
                  "tokens_in": None if name == "read" else 0, "tokens_out": None if name == "read" else 0,
                  "rejected": {}, "by_source": {}}
         for i, label in enumerate(labels):
-            st = np.array([step_index[c] for c in range(len(keys.reasons))])[plan.status[i]]
+            st = np.array([step_index[c] for c in range(len(keys.reasons))])[selection.status[i]]
             into, out = st >= k, st > k
             chars_before = keys.chars_in[i] if k <= STEPS.index("clean") else keys.chars_out[i]
             chars_after = keys.chars_in[i] if k < STEPS.index("clean") else keys.chars_out[i]
@@ -129,7 +131,7 @@ def _steps(x: CardInputs, labels: list[str], step_index: dict[int, int]) -> list
             for key, v in row.items():
                 entry[key] += v
             entry["by_source"][label] = row
-            codes, counts = np.unique(plan.status[i][st == k], return_counts=True)
+            codes, counts = np.unique(selection.status[i][st == k], return_counts=True)
             for c, n in zip(codes, counts):
                 entry["rejected"][keys.reasons[c]] = entry["rejected"].get(keys.reasons[c], 0) + int(n)
         steps.append(entry)
@@ -147,15 +149,15 @@ def _clusters(clusters: dict, origins: dict[int, str]) -> dict:
 def _filters(x: CardInputs, rejections: dict[str, int]) -> dict:
     """What each cleaning rule rejected: documents, their share of the usable documents read, their characters,
     and the first few rows (origin and opening words), so a user sees what the preset cost."""
-    keys, plan = x.keys, x.plan
+    keys, selection = x.keys, x.selection
     usable = sum(int(np.isin(st, [c for c, r in enumerate(keys.reasons) if step_of(r) != "read"]).sum())
-                 for st in plan.status)  # documents that reached the clean step
+                 for st in selection.status)  # documents that reached the clean step
     rules = {}
     for reason, n in rejections.items():
         if step_of(reason) != "clean":
             continue
         code = keys.reasons.index(reason)
-        chars = sum(int(ci[st == code].sum()) for ci, st in zip(keys.chars_in, plan.status))
+        chars = sum(int(ci[st == code].sum()) for ci, st in zip(keys.chars_in, selection.status))
         rules[reason] = {"documents": n, "share": round(n / max(1, usable), 4), "characters": chars,
                          "examples": x.emitted.reject_examples.get(reason, [])}
     cfg = x.data.clean
@@ -171,7 +173,7 @@ def _decontam(x: CardInputs, labels: list[str]) -> dict:
         return {"enabled": False}
     code = x.keys.reasons.index("decontaminated") if "decontaminated" in x.keys.reasons else None
     removed = {name: 0 for name in x.eval_names}
-    for status, cont in zip(x.plan.status, x.keys.contaminated):
+    for status, cont in zip(x.selection.status, x.keys.contaminated):
         if code is None:
             break
         for k, name in enumerate(x.eval_names, start=1):

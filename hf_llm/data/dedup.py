@@ -2,7 +2,7 @@
 
 Both are split the same way. `dedup_keys` is the per-document step (the pipeline calls it from `clean_keys_batch`
 under `datasets.map`): a 128-bit hash of the normalised text and a MinHash signature. `dedup_decisions` is the
-global step, run once over the whole key column (by `plan_documents`): `find_exact_duplicates` groups equal hashes,
+global step, run once over the whole key column (by `select_documents`): `find_exact_duplicates` groups equal hashes,
 then `near_duplicate_clusters` turns the signatures of what exact dedup kept into clusters. It is numpy throughout
 (sorting, grouping, vectorised union-find), so it scales to millions of documents on one machine without O(n^2)
 work. In every cluster the document with the lowest index is kept and its index is the cluster id.

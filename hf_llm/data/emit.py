@@ -10,9 +10,9 @@ from typing import Optional
 import numpy as np
 
 from ..config import DataConfig
-from .batches import iter_batches, select_documents, token_ids
+from .batches import iter_batches, take_documents, token_ids
 from .pack import BlockWriter, make_packer, packer_dtypes
-from .selection import KEPT, Keys
+from .selection import KEPT_CODE, Keys
 from ..errors import DataError
 
 
@@ -61,7 +61,7 @@ class Sinks:
         counts += np.bincount(flat, minlength=e.vocab)[: e.vocab]
 
 
-def emit(tokenized: list, specs: list, plan, passes: list, keys: Keys, tokenizer, data: DataConfig, out: Path,
+def emit(tokenized: list, specs: list, selection, passes: list, keys: Keys, tokenizer, data: DataConfig, out: Path,
          work: Path) -> Emitted:
     """The last pass: rejects/ (and documents/) written, training and validation documents packed into blocks.
 
@@ -79,13 +79,13 @@ def emit(tokenized: list, specs: list, plan, passes: list, keys: Keys, tokenizer
         if data.save_documents else None,
     )
     e = Emitted(vocab)
-    is_rep = np.zeros(int(plan.offsets[-1]), dtype=bool)  # kept copies whose origin a duplicate's detail names
-    for r in plan.representative:
+    is_rep = np.zeros(int(selection.offsets[-1]), dtype=bool)  # kept copies whose origin a duplicate's detail names
+    for r in selection.representative:
         is_rep[r[r >= 0]] = True
     for i, ds in enumerate(tokenized):
         drawn = np.zeros(3, dtype=np.int64)  # tokens, documents, characters sent to training
         e.tokens_by_code.append(np.zeros(len(keys.reasons), dtype=np.int64))
-        _first_pass(i, ds, specs[i], plan, passes[i], keys, is_rep, sinks, e, drawn)
+        _first_pass(i, ds, specs[i], selection, passes[i], keys, is_rep, sinks, e, drawn)
         for p, rows in enumerate(passes[i][1:], start=2):  # repeated (upsampled) passes over this source
             for idx, b in iter_batches(ds, ["input_ids"], rows, desc=f"pack {specs[i].label} pass {p}"):
                 flat, lengths = token_ids(b["input_ids"], vocab)
@@ -98,10 +98,10 @@ def emit(tokenized: list, specs: list, plan, passes: list, keys: Keys, tokenizer
     return e
 
 
-def _first_pass(i: int, ds, spec, plan, chosen: list, keys: Keys, is_rep: np.ndarray, sinks: Sinks, e: Emitted,
+def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, is_rep: np.ndarray, sinks: Sinks, e: Emitted,
                 drawn: np.ndarray) -> None:
-    offset = int(plan.offsets[i])
-    status, val, rep = plan.status[i], plan.validation[i], plan.representative[i]
+    offset = int(selection.offsets[i])
+    status, val, rep = selection.status[i], selection.validation[i], selection.representative[i]
     first = np.zeros(len(status), dtype=bool)
     if chosen and len(chosen[0]):
         first[chosen[0]] = True
@@ -120,21 +120,21 @@ def _first_pass(i: int, ds, spec, plan, chosen: list, keys: Keys, is_rep: np.nda
         codes = status[idx]
         n_tokens = np.asarray(b["n_tokens"], dtype=np.int64)
         np.add.at(e.tokens_by_code[i], codes, n_tokens)
-        e.kept_lengths.append(n_tokens[codes == KEPT])
+        e.kept_lengths.append(n_tokens[codes == KEPT_CODE])
         for k in np.flatnonzero(is_rep[offset + idx]):  # before the rejects: a copy may follow in this batch
             e.representative_origins[offset + int(idx[k])] = b["origin"][k]
-        bad = np.flatnonzero(codes != KEPT)
+        bad = np.flatnonzero(codes != KEPT_CODE)
         if len(bad):
             sinks.rejects.write(_reject_rows(b, bad, codes, rep[idx], keys, e, extras))
         if sinks.documents is not None:
-            good = np.flatnonzero(codes == KEPT)
+            good = np.flatnonzero(codes == KEPT_CODE)
             rows = {c: _take(b, c, good) for c in ["text", "source", "origin", *extras]}
             rows["split"] = ["validation" if v else "train" for v in val[idx[good]]]
             sinks.documents.write(rows)
         for split, mask in (("validation", val[idx]), ("train", first[idx])):
             if not mask.any():
                 continue
-            f, n = select_documents(flat, lengths, mask)
+            f, n = take_documents(flat, lengths, mask)
             sinks.pack(split, f, n, e)
             chars = int(keys.chars_out[i][idx[mask]].sum())
             if split == "train":

@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-IGNORE_INDEX = -100  # the label transformers' loss skips (hf_llm.train.collate uses the same)
+IGNORE_INDEX = -100  # the label transformers' loss skips; the collators and SFT import it from here
 
 
 def with_specials(flat: np.ndarray, lengths: np.ndarray, eos: int, bos: Optional[int], dtype: np.dtype

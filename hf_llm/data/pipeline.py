@@ -5,7 +5,7 @@
 
 Per-document work is `datasets.map(batched=True)` over a `Dataset` (in memory, `num_proc` workers) or an
 `IterableDataset` (`data.streaming`): the same functions over the same rows. Global decisions are made on small
-per-document keys (see plan.py), so a streamed source is read again, pass by pass, and filtered by index;
+per-document keys (see selection.py), so a streamed source is read again, pass by pass, and filtered by index;
 documents flow to the packers in the same order either way, hence the same blocks.
 
 The folder (`build_prepared_data`; `scripts/pretrain.py` builds one on the fly or reads `data.prepared=PATH`):
@@ -35,7 +35,7 @@ from .batches import BATCH, iter_batches
 from .card import CardInputs, build_card, render_markdown, write_histogram_png
 from .decontam import build_index_from_config
 from .emit import emit
-from .selection import Keys, SignatureFile, plan_documents, plan_mixture
+from .selection import Keys, SignatureFile, select_documents, select_mixture
 from .sources import document_dataset, no_records_error, open_source, unwrap_generation_errors
 from ..errors import DataError
 from .steps import READ_REASONS, clean_keys_batch, step_features, tokenize_batch, tokenize_features
@@ -141,11 +141,11 @@ def _run(data: DataConfig, tok_cfg: TokenizerConfig, out: Path, work: Path) -> N
     lap("read_clean_keys")
 
     logger.info("step 2/6 exact + near dedup, decontamination, validation hold-out")
-    plan = plan_documents(keys, data.dedup, data.validation_fraction, data.max_validation_documents, data.seed)
+    selection = select_documents(keys, data.dedup, data.validation_fraction, data.max_validation_documents, data.seed)
     lap("dedup_decontam_split")
 
     logger.info("step 3/6 tokenizer")
-    tokenizer = _tokenizer(tok_cfg, cleaned, plan)
+    tokenizer = _tokenizer(tok_cfg, cleaned, selection)
     if data.packing == "best_fit" and tokenizer.pad_token_id is None:
         raise DataError("data.packing=best_fit needs a tokenizer with a pad token; set one or use packing=concat")
     lap("tokenizer")
@@ -153,21 +153,21 @@ def _run(data: DataConfig, tok_cfg: TokenizerConfig, out: Path, work: Path) -> N
     logger.info("step 4/6 tokenise")
     bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
     encoder = BatchEncoder(tokenizer)
-    tokenized = [tokenize_documents(c, encoder, plan.kept(i), tokenizer, bos, data, spec.label)
+    tokenized = [tokenize_documents(c, encoder, selection.kept(i), tokenizer, bos, data, spec.label)
                  for i, (spec, c) in enumerate(zip(specs, cleaned))]
     mean_tokens = None
     if data.mix_by == "tokens" and len(specs) > 1:
-        mean_tokens = [_mean_tokens(t, plan.train(i)) for i, t in enumerate(tokenized)]
-    passes = plan_mixture(plan, [s.weight for s in data.sources], data.mix_by, mean_tokens, data.seed,
+        mean_tokens = [_mean_tokens(t, selection.train(i)) for i, t in enumerate(tokenized)]
+    passes = select_mixture(selection, [s.weight for s in data.sources], data.mix_by, mean_tokens, data.seed,
                           [s.label for s in specs])
     lap("tokenize")
 
     logger.info("step 5/6 pack (%s, seq_len=%d)", data.packing, data.seq_len)
-    emitted = emit(tokenized, specs, plan, passes, keys, tokenizer, data, out, work)
+    emitted = emit(tokenized, specs, selection, passes, keys, tokenizer, data, out, work)
     lap("pack")
 
     logger.info("step 6/6 data card")
-    inputs = CardInputs(data=data, tok_cfg=tok_cfg, specs=specs, keys=keys, plan=plan, passes=passes,
+    inputs = CardInputs(data=data, tok_cfg=tok_cfg, specs=specs, keys=keys, selection=selection, passes=passes,
                         tokenizer=tokenizer, adds_bos=bos is not None, emitted=emitted, timings=timings,
                         eval_names=index.names if index else [], fingerprint=data_fingerprint(data, tok_cfg))
     card = build_card(inputs)
@@ -179,7 +179,7 @@ def _run(data: DataConfig, tok_cfg: TokenizerConfig, out: Path, work: Path) -> N
 
 def clean_sources(data: DataConfig, work: Path) -> tuple[list, Any, list, Keys]:
     """Step 1: read every source, clean each document and compute its keys (`clean_keys_batch`), then collect the
-    keys (pass one). Returns (source specs, eval n-gram index or None, cleaned datasets, keys); `plan_documents`
+    keys (pass one). Returns (source specs, eval n-gram index or None, cleaned datasets, keys); `select_documents`
     makes the global decisions from the keys."""
     specs = [open_source(src) for src in data.sources]  # path, format and text column errors come first
     index = build_index_from_config(data.decontam) if data.decontam.enabled else None
@@ -281,7 +281,7 @@ def collect_keys(cleaned: list, data: DataConfig, work: Path, eval_names: list[s
 # ------------------------------------------------------------------------------------------ tokenizer, mixing
 
 
-def _tokenizer(tok_cfg: TokenizerConfig, cleaned: list, plan):
+def _tokenizer(tok_cfg: TokenizerConfig, cleaned: list, selection):
     """The configured tokenizer, or a byte-level BPE trained on the training documents (not validation)."""
     if tok_cfg.name_or_path:
         return load_tokenizer(tok_cfg.name_or_path)
@@ -289,7 +289,7 @@ def _tokenizer(tok_cfg: TokenizerConfig, cleaned: list, plan):
     def texts() -> Iterator[str]:
         left = tok_cfg.max_train_documents
         for i, ds in enumerate(cleaned):
-            rows = np.flatnonzero(plan.train(i))
+            rows = np.flatnonzero(selection.train(i))
             if left is not None:
                 rows = rows[:left]
                 left -= len(rows)

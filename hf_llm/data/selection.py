@@ -1,9 +1,9 @@
 """The pipeline's global decisions, made once over small per-document keys (never over the text itself).
 
 Pass one over the sources collects `Keys` (a status, lengths, a 128-bit hash, a MinHash signature per document);
-from them `plan_documents` decides, for every document of every source: kept, or rejected and why (exact_dup,
+from them `select_documents` decides, for every document of every source: kept, or rejected and why (exact_dup,
 near_dup, decontaminated — filters were decided per document already), and which kept documents are held out for
-validation. `plan_mixture` then decides how many times each training document is drawn. The decisions are arrays
+validation. `select_mixture` then decides how many times each training document is drawn. The decisions are arrays
 indexed by the document's position in its source, so a streamed source can be read again and filtered by index.
 """
 
@@ -21,7 +21,7 @@ from .sources import mixture_counts, mixture_passes
 from ..errors import DataError
 from .steps import READ_REASONS
 
-KEPT = 0
+KEPT_CODE = 0  # the status code of a kept document (codes index Keys.reasons; reason None)
 STEPS = ("read", "clean", "exact_dedup", "near_dedup", "decontaminate")
 
 
@@ -50,7 +50,7 @@ class Keys:
 
     def code(self, reason: Optional[str]) -> int:
         if reason is None:
-            return KEPT
+            return KEPT_CODE
         try:
             return self.reasons.index(reason)
         except ValueError:
@@ -81,7 +81,7 @@ class SignatureFile:
 
 
 @dataclass
-class DocumentPlan:
+class Selection:
     status: list[np.ndarray]  # per source: reason code per document (0 = kept)
     validation: list[np.ndarray]  # per source: bool, held out
     representative: list[np.ndarray]  # per source: global index of the kept copy for duplicates, else -1
@@ -89,20 +89,20 @@ class DocumentPlan:
     clusters: dict[str, dict]  # exact / near: cluster statistics for the data card
 
     def kept(self, i: int) -> np.ndarray:
-        return self.status[i] == KEPT
+        return self.status[i] == KEPT_CODE
 
     def train(self, i: int) -> np.ndarray:
-        return (self.status[i] == KEPT) & ~self.validation[i]
+        return (self.status[i] == KEPT_CODE) & ~self.validation[i]
 
 
-def plan_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float, max_validation: int,
-                   seed: int) -> DocumentPlan:
+def select_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float, max_validation: int,
+                   seed: int) -> Selection:
     """Exact dedup, near dedup (both across all sources), decontamination, then the validation hold-out."""
     offsets = keys.offsets
     status = np.concatenate(keys.status) if keys.status else np.zeros(0, dtype=np.int16)
     clusters = {}
     hashes = np.concatenate(keys.hashes) if keys.hashes else np.zeros((0, 2), dtype=np.int64)
-    decided = dedup_decisions(status == KEPT, hashes, keys.signatures, dedup)
+    decided = dedup_decisions(status == KEPT_CODE, hashes, keys.signatures, dedup)
     rep = decided.representative  # the kept copy of each duplicate, -1 for every other document
     if dedup.exact.enabled:
         status[decided.exact] = keys.code("exact_dup")
@@ -111,9 +111,9 @@ def plan_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float, m
         status[decided.near] = keys.code("near_dup")
         clusters["near"] = _cluster_stats(decided.near_cluster)
     if keys.contaminated:
-        hit = (np.concatenate(keys.contaminated) > 0) & (status == KEPT)
+        hit = (np.concatenate(keys.contaminated) > 0) & (status == KEPT_CODE)
         status[hit] = keys.code("decontaminated")
-    kept = np.flatnonzero(status == KEPT)
+    kept = np.flatnonzero(status == KEPT_CODE)
     validation = np.zeros(len(status), dtype=bool)
     if len(kept) == 0:
         raise DataError(_nothing_left(keys, status))
@@ -122,7 +122,7 @@ def plan_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float, m
     n_val = min(max(1, round(validation_fraction * len(kept))), max_validation, len(kept) - 1)
     validation[kept[np.random.default_rng(seed).choice(len(kept), n_val, replace=False)]] = True
     split = lambda a: [a[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]  # noqa: E731
-    return DocumentPlan(split(status), split(validation), split(rep), offsets, clusters)
+    return Selection(split(status), split(validation), split(rep), offsets, clusters)
 
 
 def _cluster_stats(cluster_of: np.ndarray) -> dict:
@@ -150,7 +150,7 @@ def _nothing_left(keys: Keys, status: np.ndarray) -> str:
     )
 
 
-def plan_mixture(plan: DocumentPlan, weights: list[float], mix_by: str, mean_tokens: Optional[list[float]],
+def select_mixture(selection: Selection, weights: list[float], mix_by: str, mean_tokens: Optional[list[float]],
                  seed: int, labels: list[str]) -> list[list[np.ndarray]]:
     """Per source, per pass: the document indices (within the source) drawn into the training mixture.
 
@@ -158,7 +158,7 @@ def plan_mixture(plan: DocumentPlan, weights: list[float], mix_by: str, mean_tok
     training documents (mix_by=documents) or tokens (mix_by=tokens, from each source's mean document length),
     keeping the total; a source with too little is repeated (several passes), one with too much subsampled.
     """
-    train = [np.flatnonzero(plan.train(i)) for i in range(len(plan.status))]
+    train = [np.flatnonzero(selection.train(i)) for i in range(len(selection.status))]
     if len(train) == 1:
         return [[train[0]]]
     for label, t, w in zip(labels, train, weights):

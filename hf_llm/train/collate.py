@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import torch
 
-IGNORE_INDEX = -100
+from ..data.pack import IGNORE_INDEX  # one definition: the packers write the same label into best_fit blocks
 
 
 def document_position_ids(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:

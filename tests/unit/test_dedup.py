@@ -1,5 +1,5 @@
 """Exact and near (MinHash/LSH) deduplication: each piece, then quality through the path prepare_data takes
-(`clean_sources` → `plan_documents`) on generated corpora with seeded edits (tests/corpora.py)."""
+(`clean_sources` → `select_documents`) on generated corpora with seeded edits (tests/corpora.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from hf_llm.data.dedup import (
     ngram_hashes,
 )
 from hf_llm.data.pipeline import clean_sources
-from hf_llm.data.selection import plan_documents
+from hf_llm.data.selection import select_documents
 
 from ..corpora import Corpus, make_corpus, restrict, score, write_jsonl
 
@@ -274,8 +274,8 @@ def pipeline_reasons(corpus, tmp_path, data: DataConfig | None = None) -> np.nda
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     _, _, _, keys = clean_sources(data, work)
-    plan = plan_documents(keys, data.dedup, data.validation_fraction, data.max_validation_documents, data.seed)
-    return np.array(keys.reasons, dtype=object)[plan.status[0]]
+    selection = select_documents(keys, data.dedup, data.validation_fraction, data.max_validation_documents, data.seed)
+    return np.array(keys.reasons, dtype=object)[selection.status[0]]
 
 
 def dedup_score(corpus, reasons: np.ndarray) -> dict:

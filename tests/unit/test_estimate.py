@@ -24,7 +24,7 @@ from hf_llm.estimate import (
     activation_memory,
     chinchilla_optimal,
     chinchilla_tokens,
-    count_parameters,
+    parameter_counts,
     flops_per_token,
     format_table,
     largest_layer_params,
@@ -72,18 +72,18 @@ def _meta_model(config):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_count_parameters_matches_transformers(name):
+def test_parameter_counts_match_transformers(name):
     config = CONFIGS[name]
     model = _meta_model(config)
     shape = shape_from_config(config)
-    assert count_parameters(shape)["total"] == sum(p.numel() for p in model.parameters())
+    assert parameter_counts(shape)["total"] == sum(p.numel() for p in model.parameters())
     # DeepSpeed's model_to_params: the largest module by its own (non-recursive) parameters.
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     assert largest_layer_params(shape) == largest
 
 
 def test_llama2_7b_breakdown():
-    counts = count_parameters(shape_from_config(LLAMA2_7B))
+    counts = parameter_counts(shape_from_config(LLAMA2_7B))
     assert counts["total"] == 6_738_415_616
     assert counts["embedding"] == counts["lm_head"] == 32000 * 4096
     assert counts["non_embedding"] == 6_738_415_616 - 2 * 32000 * 4096
@@ -95,7 +95,7 @@ def test_gpt2_small_is_124m_with_tied_head_and_learned_positions():
     assert (shape.mlp_type, shape.norm, shape.tie_embeddings, shape.learned_positions) == (
         "plain", "layernorm", True, 1024
     )
-    counts = count_parameters(shape)
+    counts = parameter_counts(shape)
     assert counts["total"] == 124_439_808 and counts["lm_head"] == 0
     assert counts["embedding"] == (50257 + 1024) * 768
 
@@ -114,7 +114,7 @@ def test_shape_from_config_fallback_and_errors():
 
 def test_flops_per_token_formula():
     shape = shape_from_config(LLAMA2_7B)
-    n = count_parameters(shape)["non_embedding"] + 32000 * 4096  # input embedding excluded, output matmul kept
+    n = parameter_counts(shape)["non_embedding"] + 32000 * 4096  # input embedding excluded, output matmul kept
     assert flops_per_token(shape, 4096) == 6 * n + 12 * 32 * 4096 * 4096  # PaLM appendix B
     assert flops_per_token(shape, 4096, training=False) == pytest.approx(flops_per_token(shape, 4096) / 3)
 
@@ -148,7 +148,7 @@ def test_model_states_agree_with_deepspeed_estimators(gpus_per_node, nodes):
     stage_1_and_2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
     stage3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
     shape = shape_from_config(LLAMA2_7B)
-    total, largest = count_parameters(shape)["total"], largest_layer_params(shape)
+    total, largest = parameter_counts(shape)["total"], largest_layer_params(shape)
     world = gpus_per_node * nodes
     ours = dict(largest_layer_params=largest, num_nodes=nodes, accounting="deepspeed")
 

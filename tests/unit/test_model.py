@@ -2,7 +2,7 @@ import pytest
 
 from hf_llm.config import ModelConfig
 from hf_llm.errors import ConfigError
-from hf_llm.estimate import count_parameters as analytic_count
+from hf_llm.estimate import parameter_counts as analytic_count
 from hf_llm.estimate import shape_from_config
 from hf_llm.model import build_model, build_model_config, count_parameters, list_presets
 

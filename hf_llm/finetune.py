@@ -18,11 +18,12 @@ import torch
 from .config import RunConfig, config_to_yaml
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
-from .sft import LengthGroupedSampler, PaddingCollator, SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
+from .sft import SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
 from .io import publishing
 from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
-from .train.collate import PackedCollator, needs_varlen_kwargs
+from .train.collate import PackedCollator, PaddingCollator, needs_varlen_kwargs
 from .train.run import fit, resolve_precision, start_run, wait_for_main
+from .train.samplers import LengthGroupedSampler
 
 METHODS = ("full", "lora", "qlora")
 

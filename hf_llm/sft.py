@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-import torch
+import numpy as np
 
 from .config import DataConfig, SourceConfig
 from .errors import ConfigError
 from .data.pipeline import split_documents
-from .data.sources import load_source, mixture_counts, sample_indices, source_label
+from .data.mixture import mixture_counts, sample_indices
+from .data.sources import load_source, source_label
 from .errors import DataError
-from .train.collate import IGNORE_INDEX
-from .train.loop import EpochSampler
+from .data.pack import IGNORE_INDEX
 
 ROLES = ("system", "user", "assistant")
 SFT_FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "text")
@@ -348,70 +348,20 @@ def _split_stats(ds, max_length: int) -> dict[str, Any]:
 def pack_examples(examples: list[tuple[list[int], list[int]]], max_length: int, pad_token_id: int) -> dict[str, list]:
     """Best-fit-decreasing packing of (ids, labels) into rows of `max_length`, with per-example position ids.
 
-    Position ids restart at 0 for every example (and for the padding tail), which transformers turns into a
-    block-causal mask: an example never attends to another one in the same row.
+    The same bins and block layout as pretraining's best_fit packing (`data.pack`): position ids restart at 0 for
+    every example (and for the padding tail), so an example never attends to another one in the same row.
     """
-    from .data.pack import best_fit_bins
+    from .data.pack import best_fit_bins, render_rows
 
-    rows = best_fit_bins([len(ids) for ids, _ in examples], max_length)
-    out: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": []}
-    for members in rows:
-        ids, labels, positions = [], [], []
-        for i in members:
-            ids += examples[i][0]
-            labels += examples[i][1]
-            positions += list(range(len(examples[i][0])))
-        tail = max_length - len(ids)
-        out["input_ids"].append(ids + [pad_token_id] * tail)
-        out["labels"].append(labels + [IGNORE_INDEX] * tail)
-        out["position_ids"].append(positions + list(range(tail)))
-    return out
+    bins = best_fit_bins([len(ids) for ids, _ in examples], max_length)
+    rows = [[examples[i][0] for i in members] for members in bins]
+    labels = [[examples[i][1] for i in members] for members in bins]
+    dtypes = dict.fromkeys(("input_ids", "position_ids", "labels"), np.dtype(np.int64))
+    out = render_rows(rows, labels, max_length, pad_token_id, dtypes)
+    return {k: out[k].tolist() for k in ("input_ids", "labels", "position_ids")}
 
 
 def pack_dataset(ds, max_length: int, pad_token_id: int):
     from datasets import Dataset
 
     return Dataset.from_dict(pack_examples(list(zip(ds["input_ids"], ds["labels"])), max_length, pad_token_id))
-
-
-class PaddingCollator:
-    """Right-pads a batch to its longest example: pad id, attention_mask 0 and labels -100 on the padding."""
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(r["input_ids"]) for r in rows)
-        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            input_ids[i, :n] = torch.as_tensor(r["input_ids"], dtype=torch.long)
-            labels[i, :n] = torch.as_tensor(r["labels"], dtype=torch.long)
-            attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-class LengthGroupedSampler(EpochSampler):
-    """Shuffled batches of similar length (less padding); the order depends only on (seed, epoch), so resume is exact.
-
-    Each epoch's permutation is cut into groups of `group_batches` batches, each group sorted by length and cut
-    into batches, and the full batches shuffled; a partial batch goes last so the loader's batches stay aligned.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_batches: int = 64):
-        super().__init__(len(lengths), seed)
-        self.lengths, self.batch_size, self.group_batches = list(lengths), batch_size, group_batches
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(self.size, generator=g).tolist()
-        group = self.batch_size * self.group_batches
-        ordered = [j for s in range(0, self.size, group)
-                   for j in sorted(perm[s:s + group], key=lambda j: -self.lengths[j])]
-        batches = [ordered[s:s + self.batch_size] for s in range(0, self.size, self.batch_size)]
-        full = [b for b in batches if len(b) == self.batch_size]
-        partial = [b for b in batches if len(b) < self.batch_size]
-        shuffled = [full[k] for k in torch.randperm(len(full), generator=g).tolist()]
-        return iter([j for b in shuffled + partial for j in b])

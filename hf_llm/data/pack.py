@@ -164,25 +164,36 @@ class BestFitPacker:
             if rest:
                 pieces.append(doc[full * L :])
         rows.extend([pieces[i] for i in members] for members in best_fit_bins([len(p) for p in pieces], L))
-        return self._render(rows)
-
-    def _render(self, rows: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
-        L = self.seq_len
-        ids = np.full((len(rows), L), self.pad, dtype=self.dtypes["input_ids"])
-        pos = np.empty((len(rows), L), dtype=self.dtypes["position_ids"])
-        labels = np.full((len(rows), L), IGNORE_INDEX, dtype=self.dtypes["labels"])
-        for r, pieces in enumerate(rows):
-            at = 0
-            for piece in pieces:
-                n = len(piece)
-                ids[r, at : at + n] = piece
-                pos[r, at : at + n] = np.arange(n)
-                labels[r, at + 1 : at + n] = piece[1:]  # a document's first token is not predicted from the last
-                at += n
-            pos[r, at:] = np.arange(L - at)  # padding is a segment of its own: no document attends to it
-            self.stats["padding_tokens"] += L - at
+        self.stats["padding_tokens"] += len(rows) * L - sum(len(p) for row in rows for p in row)
         self.stats["blocks"] += len(rows)
-        return {"input_ids": ids, "position_ids": pos, "labels": labels}
+        return render_rows(rows, None, L, self.pad, self.dtypes)
+
+
+def render_rows(rows: list[list[np.ndarray]], labels: Optional[list[list[np.ndarray]]], seq_len: int,
+                pad_token_id: int, dtypes: dict[str, np.dtype]) -> dict[str, np.ndarray]:
+    """Blocks of `seq_len` from rows of pieces (documents, SFT examples) laid end to end, then padding.
+
+    Position ids restart at 0 for every piece and for the padding tail, which transformers turns into a
+    block-causal mask: a piece never attends to another one in the same block, nor to the padding. Labels are the
+    pieces' own (`labels`, same shape as `rows`) or, when None, each piece's ids with its first token masked (a
+    document's first token is not predicted from the one before it); padding gets IGNORE_INDEX.
+    """
+    ids = np.full((len(rows), seq_len), pad_token_id, dtype=dtypes["input_ids"])
+    pos = np.empty((len(rows), seq_len), dtype=dtypes["position_ids"])
+    out_labels = np.full((len(rows), seq_len), IGNORE_INDEX, dtype=dtypes["labels"])
+    for r, pieces in enumerate(rows):
+        at = 0
+        for k, piece in enumerate(pieces):
+            n = len(piece)
+            ids[r, at : at + n] = piece
+            pos[r, at : at + n] = np.arange(n)
+            if labels is None:
+                out_labels[r, at + 1 : at + n] = piece[1:]
+            else:
+                out_labels[r, at : at + n] = labels[r][k]
+            at += n
+        pos[r, at:] = np.arange(seq_len - at)
+    return {"input_ids": ids, "position_ids": pos, "labels": out_labels}
 
 
 def _stack(parts: list[dict[str, np.ndarray]], seq_len: int, dtypes: dict[str, np.dtype]) -> dict[str, np.ndarray]:

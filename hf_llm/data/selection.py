@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config.data_steps import DedupConfig
 from .dedup import dedup_decisions
-from .sources import mixture_counts, mixture_passes
+from .mixture import mixture_counts, mixture_passes
 from ..errors import DataError
 from .steps import READ_REASONS
 

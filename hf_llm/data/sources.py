@@ -1,9 +1,10 @@
-"""Text sources (local files, globs, folders, Hub datasets) as `datasets`, and their weighted mixture.
+"""Text sources (local files, globs, folders, Hub datasets) as `datasets`; the mixture's arithmetic is mixture.py.
 
 `open_source` + `document_dataset` are the data pipeline's tolerant path: every row becomes a document record
 (see `readers.py`), in memory (`Dataset`) or streamed (`IterableDataset`) from the same generator.
-`load_source` is the quick path for callers that want a clean column from a well-formed file (fine-tuning,
-evaluation): it uses `datasets`' own builders and raises on the first malformed row.
+`load_source` is the quick path for callers that want typed columns from a well-formed file (fine-tuning,
+evaluation): it uses `datasets`' own builders and raises on the first malformed row. It is not a copy of the first:
+the tolerant readers keep nested fields (SFT's `messages` lists) as JSON text, which SFT would have to decode.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import logging
 import os
 from pathlib import Path
 from typing import Iterator, Optional
-
-import numpy as np
 
 from ..config import SourceConfig
 from ..errors import DataError, HfLlmError
@@ -124,34 +123,6 @@ def load_source(src: SourceConfig, streaming: bool = False):
     return ds
 
 
-def mixture_shares(weights: list[float]) -> np.ndarray:
-    """Each source's share of the mixture, weights[i] / sum(weights); bad weights are an error."""
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise DataError(f"source weights must be non-negative with a positive sum, got {list(weights)}")
-    return np.asarray(weights, dtype=np.float64) / sum(weights)
-
-
-def mixture_counts(sizes: list[int], weights: list[float], lengths: Optional[list[float]] = None) -> list[int]:
-    """Documents to draw from each source so that source i gets weights[i]/sum(weights) of the mixture.
-
-    The mixture keeps the total size of the inputs: documents, or tokens when `lengths` gives each source's mean
-    document length in tokens (the pipeline's mix_by=tokens); a source whose share exceeds what it holds is
-    repeated, one with more than its share is subsampled.
-    """
-    shares = mixture_shares(weights)
-    per_doc = np.asarray(lengths if lengths is not None else [1.0] * len(sizes), dtype=np.float64)
-    total = float((np.asarray(sizes) * per_doc).sum())
-    return [int(round(s * total / max(d, 1e-9))) for s, d in zip(shares, per_doc)]
-
-
-def sample_indices(size: int, count: int, seed: int) -> np.ndarray:
-    """`count` row indices from `size` rows: whole passes plus a seeded random remainder, shuffled."""
-    rng = np.random.default_rng(seed)
-    whole, rest = divmod(count, size)
-    idx = np.concatenate([np.tile(np.arange(size), whole), rng.choice(size, rest, replace=False)])
-    return rng.permutation(idx)
-
-
 # ------------------------------------------------------------------------------------ the pipeline's path
 
 
@@ -211,18 +182,3 @@ def unwrap_generation_errors() -> Iterator[None]:
         if cause is not None and cause is not exc:
             raise cause.with_traceback(None) from None
         raise
-
-
-def mixture_passes(available: int, count: int, seed: int) -> list[np.ndarray]:
-    """Which of `available` documents to draw, pass by pass, to draw `count` in all.
-
-    Whole passes take every document; the last, partial pass a seeded random subset. Each pass is in stream order,
-    so a streamed source is simply read once per pass (blocks are shuffled at training time, not here).
-    """
-    if available == 0 or count == 0:
-        return []
-    whole, rest = divmod(count, available)
-    passes = [np.arange(available) for _ in range(whole)]
-    if rest:
-        passes.append(np.sort(np.random.default_rng(seed).choice(available, rest, replace=False)))
-    return passes

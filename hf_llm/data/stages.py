@@ -40,7 +40,8 @@ def stage_data_config(data: DataConfig, stage: StageConfig) -> DataConfig:
 
 def check_stage_sources(data: DataConfig) -> None:
     """Fail fast on what is checkable before reading: folders exist, files match, weights are valid."""
-    from .sources import mixture_shares, resolve_files
+    from .mixture import mixture_shares
+    from .sources import resolve_files
 
     for i, stage in enumerate(data.stages):
         if stage.prepared is not None:

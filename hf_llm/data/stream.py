@@ -23,7 +23,8 @@ import numpy as np
 
 from ..config import DataConfig
 from .pack import blocks_to_dataset, id_dtype, make_packer, with_specials
-from .sources import document_dataset, mixture_shares, open_source
+from .mixture import mixture_shares
+from .sources import document_dataset, open_source
 from ..errors import ConfigError, DataError
 from .steps import READ_REASONS
 

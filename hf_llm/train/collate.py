@@ -1,4 +1,4 @@
-"""Batches of packed blocks → model inputs with per-document position ids and labels."""
+"""Batches → model inputs: packed blocks with per-document position ids and labels; padded SFT examples."""
 
 from __future__ import annotations
 
@@ -96,3 +96,22 @@ class PackedCollator:
 def count_targets(labels: torch.Tensor) -> int:
     """Tokens that contribute to the loss (the model drops the first label when it shifts)."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+class PaddingCollator:
+    """Right-pads a batch to its longest example: pad id, attention_mask 0 and labels -100 on the padding."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(r["input_ids"], dtype=torch.long)
+            labels[i, :n] = torch.as_tensor(r["labels"], dtype=torch.long)
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

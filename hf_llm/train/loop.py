@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from ..config import EvalConfig, TrainConfig
 from ..errors import ConfigError
@@ -25,25 +25,7 @@ from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
 from .collate import count_targets
 from .metrics import mfu
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch: the order depends only on (seed, epoch), which makes resume exact."""
-
-    def __init__(self, size: int, seed: int, shuffle: bool = True):
-        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.size))
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.size
+from .samplers import EpochSampler
 
 
 def loader_generator(seed: int) -> torch.Generator:

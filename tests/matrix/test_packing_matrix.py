@@ -22,7 +22,8 @@ import torch
 
 from hf_llm.data.pack import make_packer
 from hf_llm.model import build_model
-from hf_llm.sft import PaddingCollator, pack_examples
+from hf_llm.sft import pack_examples
+from hf_llm.train.collate import PaddingCollator
 from hf_llm.train.collate import IGNORE_INDEX, PackedCollator, count_targets, needs_varlen_kwargs
 from hf_llm.train.loop import forward_loss
 

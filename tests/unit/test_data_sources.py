@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hf_llm.config import SourceConfig
-from hf_llm.data.sources import document_dataset, mixture_counts, mixture_passes, open_source
+from hf_llm.data.mixture import mixture_counts, mixture_passes
+from hf_llm.data.sources import document_dataset, open_source
 from hf_llm.errors import DataError
 
 

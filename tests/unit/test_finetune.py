@@ -13,7 +13,8 @@ from hf_llm.errors import ConfigError
 from hf_llm.errors import DataError
 from hf_llm.finetune import FinetuneRunConfig, check_qlora_available, run_finetuning
 from hf_llm.pretrain import run_pretraining
-from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, PaddingCollator, build_sft_datasets
+from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, build_sft_datasets
+from hf_llm.train.collate import PaddingCollator
 
 from ..conftest import REPO, sample_documents, tiny_overrides, reset_accelerate_state
 

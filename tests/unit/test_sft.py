@@ -11,10 +11,11 @@ from hf_llm.config import DataConfig, SourceConfig, TokenizerConfig
 from hf_llm.errors import DataError
 from hf_llm.data.tokenizer import train_bpe_tokenizer
 from hf_llm.sft import (
-    DEFAULT_CHAT_TEMPLATE, LengthGroupedSampler, PaddingCollator, SFTConfig, alpaca_messages, build_sft_datasets,
-    check_messages, encode_conversation, fit_length, pack_examples, prepare_tokenizer,
+    DEFAULT_CHAT_TEMPLATE, SFTConfig, alpaca_messages, build_sft_datasets, check_messages, encode_conversation,
+    fit_length, pack_examples, prepare_tokenizer,
 )
-from hf_llm.train.collate import IGNORE_INDEX, PackedCollator
+from hf_llm.train.collate import IGNORE_INDEX, PackedCollator, PaddingCollator
+from hf_llm.train.samplers import LengthGroupedSampler
 
 CHAT = Path(__file__).resolve().parents[1] / "data" / "chat_sample.jsonl"
 EOS = "<|endoftext|>"

@@ -1,8 +1,9 @@
 """Back-of-the-envelope arithmetic for decoder-only transformers: parameters, FLOPs, memory, compute-optimal size.
 
 Pure functions with no I/O; transformers is only touched by `shape_from_config`, and only through the config object.
-The training loop uses `flops_per_token` and `lookup_gpu_peak` for its MFU metric; `scripts/plan.py` uses `plan`,
-`recommend` and `format_table`. Memory is in bytes, FLOPs are counted as multiply-add = 2 FLOPs.
+The training loop uses `flops_per_token`, `lookup_gpu_peak` and `model_flops_utilization` for its MFU metric;
+`scripts/plan.py` uses `memory_table`, `recommend` and `format_table`. Memory is in bytes, FLOPs are counted as
+multiply-add = 2 FLOPs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -313,9 +314,12 @@ def training_time_seconds(total_flops: float, n_gpus: int, peak_flops: float, mf
 
 
 def model_flops_utilization(
-    tokens_per_second: float, flops_per_token: float, n_gpus: int, peak_flops: float
-) -> float:
-    """MFU (PaLM appendix B): achieved model FLOP/s over the aggregate peak of the GPUs."""
+    tokens_per_second: float, flops_per_token: float, n_gpus: int, peak_flops: Optional[float]
+) -> Optional[float]:
+    """MFU (PaLM appendix B): achieved model FLOP/s over the aggregate peak of the devices; None if the peak is
+    unknown. The planner and the training loop's logged `mfu` both use this."""
+    if not peak_flops:
+        return None
     return tokens_per_second * flops_per_token / (n_gpus * peak_flops)
 
 

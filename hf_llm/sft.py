@@ -17,7 +17,7 @@ import numpy as np
 from .config import DataConfig, SourceConfig
 from .errors import ConfigError
 from .data.pipeline import split_documents
-from .data.mixture import mixture_counts, sample_indices
+from .data.mixture import mixture_counts, sample_indices, validation_share, validation_size
 from .data.sources import load_source, source_label
 from .errors import DataError
 from .data.pack import IGNORE_INDEX
@@ -301,13 +301,13 @@ def validation_counts(sizes: list[int], weights: list[float], fraction: float, m
     """
     counts = mixture_counts(sizes, weights)
     total = sum(counts)
-    n_val = min(max(1, round(fraction * total)), max_docs)
+    n_val = validation_share(total, fraction, max_docs)
     shares = [n_val * c / max(total, 1) for c in counts]
     alloc = [int(s) for s in shares]
     # Largest remainders take the rounding, so the total is exactly n_val and max_docs holds overall.
     for i in sorted(range(len(shares)), key=lambda i: alloc[i] - shares[i])[: n_val - sum(alloc)]:
         alloc[i] += 1
-    return [min(a, max(1, round(fraction * n)), n - 1) for a, n in zip(alloc, sizes)]
+    return [min(a, validation_size(n, fraction)) for a, n in zip(alloc, sizes)]
 
 
 def split_and_mix(parts: list, weights: list[float], data: DataConfig):

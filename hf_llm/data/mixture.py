@@ -54,3 +54,14 @@ def mixture_passes(available: int, count: int, seed: int) -> list[np.ndarray]:
     if rest:
         passes.append(np.sort(np.random.default_rng(seed).choice(available, rest, replace=False)))
     return passes
+
+
+def validation_share(n: int, fraction: float, max_docs: Optional[int] = None) -> int:
+    """Documents (or SFT examples) a validation set of `fraction` of `n` holds: rounded, at least 1, at most
+    `max_docs`."""
+    return min(max(1, round(fraction * n)), n if max_docs is None else max_docs)
+
+
+def validation_size(n: int, fraction: float, max_docs: Optional[int] = None) -> int:
+    """`validation_share` of `n` documents held out, but never all of them: at least one stays for training."""
+    return min(validation_share(n, fraction, max_docs), n - 1)

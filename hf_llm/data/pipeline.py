@@ -35,6 +35,7 @@ from .batches import BATCH, iter_batches
 from .card import CardInputs, build_card, render_markdown, write_histogram_png
 from .decontam import build_index_from_config
 from .emit import emit
+from .mixture import validation_size
 from .selection import Keys, SignatureFile, select_documents, select_mixture
 from .sources import document_dataset, no_records_error, open_source, unwrap_generation_errors
 from ..errors import DataError
@@ -66,7 +67,7 @@ def split_documents(docs, fraction: float, max_docs: int, seed: int):
     n = len(docs)
     if n < 2:
         raise DataError(f"the data has {n} usable document(s)/example(s); at least 2 are needed to hold out validation")
-    n_val = min(max(1, round(fraction * n)), max_docs, n - 1)
+    n_val = validation_size(n, fraction, max_docs)
     split = docs.train_test_split(test_size=n_val, seed=seed, shuffle=True)
     return split["train"], split["test"]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config.data_steps import DedupConfig
 from .dedup import dedup_decisions
-from .mixture import mixture_counts, mixture_passes
+from .mixture import mixture_counts, mixture_passes, validation_size
 from ..errors import DataError
 from .steps import READ_REASONS
 
@@ -119,7 +119,7 @@ def select_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float,
         raise DataError(_nothing_left(keys, status))
     if len(kept) < 2:
         raise DataError(f"the corpus has {len(kept)} usable document(s); at least 2 are needed to hold out validation")
-    n_val = min(max(1, round(validation_fraction * len(kept))), max_validation, len(kept) - 1)
+    n_val = validation_size(len(kept), validation_fraction, max_validation)
     validation[kept[np.random.default_rng(seed).choice(len(kept), n_val, replace=False)]] = True
     split = lambda a: [a[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]  # noqa: E731
     return Selection(split(status), split(validation), split(rep), offsets, clusters)

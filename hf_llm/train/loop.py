@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader
 
 from ..config import EvalConfig, TrainConfig
 from ..errors import ConfigError
+from ..estimate import model_flops_utilization
 from ..downstream import WARNING_KEY
 from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
 from .collate import count_targets
-from .metrics import mfu
 from .samplers import EpochSampler
 
 
@@ -389,7 +389,7 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
         if state.step % train.log_every == 0 or last:
             now = time.perf_counter()
             tps = window_tokens / max(now - window_start, 1e-9)
-            util = mfu(tps, setup.flops_per_token, setup.peak_flops, acc.num_processes)
+            util = model_flops_utilization(tps, setup.flops_per_token, acc.num_processes, setup.peak_flops)
             point = {"loss": loss, "lr": setup.scheduler.get_last_lr()[0], "tokens_per_second": tps,
                      "tokens_seen": state.tokens_seen}
             if util is not None:

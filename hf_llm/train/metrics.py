@@ -66,9 +66,3 @@ def model_flops_per_token(config, seq_len: int, frozen: int = 0) -> float:
     from ..estimate import flops_per_token, shape_from_config
 
     return flops_per_token(shape_from_config(config), seq_len, training=True, frozen_matmul_params=frozen)
-
-
-def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: Optional[float], num_devices: int) -> Optional[float]:
-    if not peak_flops:
-        return None
-    return tokens_per_second * flops_per_token / (peak_flops * num_devices)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hf_llm.config import SourceConfig
-from hf_llm.data.mixture import mixture_counts, mixture_passes
+from hf_llm.data.mixture import mixture_counts, mixture_passes, validation_share, validation_size
 from hf_llm.data.sources import document_dataset, open_source
 from hf_llm.errors import DataError
 
@@ -154,3 +154,10 @@ def test_mixture_counts_and_passes():
     assert [len(p) for p in passes] == [10, 10, 5]
     assert np.array_equal(passes[0], np.arange(10)) and np.all(np.diff(passes[2]) > 0)
     assert mixture_passes(10, 25, seed=0)[2].tolist() == passes[2].tolist()  # seeded
+
+
+def test_validation_size_is_a_capped_share_that_leaves_training_documents():
+    assert validation_size(1000, 0.02, 200) == 20
+    assert validation_size(100_000, 0.02, 200) == 200  # the cap
+    assert validation_size(10, 0.01) == 1  # at least one
+    assert validation_size(2, 0.9) == 1 and validation_share(2, 0.9) == 2  # a hold-out never takes every document

@@ -269,6 +269,7 @@ def test_training_time_and_mfu():
     mfu = model_flops_utilization(2e12 / seconds, flops_per_token(shape, 4096), 1, GPU_PEAK_FLOPS["A100 80GB"]["bf16"])
     assert 0.4 < mfu < 0.5
     assert training_time_seconds(2e12 * flops_per_token(shape, 4096), 1, 312e12, mfu) == pytest.approx(seconds)
+    assert model_flops_utilization(1e3, 1e9, 1, None) is None  # an unknown peak (a CPU the loop did not measure)
 
 
 def test_plan_rows_and_table():

@@ -190,7 +190,7 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
     precision, model_config = check_finetune_config(cfg)
     tokenizer, notes = load_sft_tokenizer(cfg, model_config)
     started = time.perf_counter()
-    accelerator, out = start_run(cfg, precision)
+    accelerator, out, cfg = start_run(cfg, precision)  # cfg: the run's, with grad_accum_steps resolved
     # The main process writes the datasets cache first, the others then read it (main_process_first, with a
     # barrier whose timeout names the setting to raise).
     def build() -> SFTData:

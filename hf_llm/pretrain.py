@@ -121,7 +121,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
 
     precision, _ = check_run_config(cfg)
     started = time.perf_counter()
-    accelerator, out = start_run(cfg, precision)
+    accelerator, out, cfg = start_run(cfg, precision)  # cfg: the run's, with grad_accum_steps resolved
     stages = None  # data.stages: every stage's data; `prep` is then the run's view (first stage's validation)
     if cfg.data.stages:
         prep, stages = prepare_stages(cfg, accelerator, out)

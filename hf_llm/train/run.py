@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -42,21 +42,30 @@ def resolve_precision(requested: str) -> str:
 
 
 def start_run(cfg: RunConfig, precision: str):
-    """The Accelerator, the output folder with the resolved config in it, and the seed: how every job begins."""
+    """The Accelerator, the output folder with the user's config in it, the seed, and the run's config: `cfg` with
+    what depends on the launch resolved (`train.grad_accum_steps`, from `global_batch_size` and the world size).
+    `cfg` itself is never changed, so config.yaml is what the user gave. Returns (accelerator, folder, run config)."""
     from accelerate.utils import set_seed
 
     from ..config import save_config
 
     out = Path(cfg.output_dir)
     check_checkpoint_owner(out / "checkpoints", cfg.train.resume_from, cfg.train.overwrite_output_dir)
-    accelerator = make_accelerator(cfg.train, precision, out)
+    accum = resolve_accumulation(cfg.train, launch_world_size())
+    run_cfg = replace(cfg, train=replace(cfg.train, grad_accum_steps=accum))
+    accelerator = make_accelerator(run_cfg.train, precision, out)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")  # after make_accelerator, which resolves grad_accum_steps
+        save_config(cfg, out / "config.yaml")
     # Here, not in fit: a tracker that cannot start (no login, a bad MLflow URI) fails before data preparation.
-    start_trackers(accelerator, cfg, out)
+    start_trackers(accelerator, run_cfg, out)
     set_seed(cfg.train.seed)
-    return accelerator, out
+    return accelerator, out, run_cfg
+
+
+def launch_world_size() -> int:
+    """Processes of this launch, as the launcher (accelerate launch, torchrun) sets them; 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def resolve_accumulation(train: TrainConfig, world: int) -> int:
@@ -73,18 +82,19 @@ def resolve_accumulation(train: TrainConfig, world: int) -> int:
 
 
 def make_accelerator(train: TrainConfig, precision: str, out: Path):
-    """The Accelerator for this launch; `train.grad_accum_steps` is resolved here (it depends on the world size)."""
+    """The Accelerator for this launch, accumulating `resolve_accumulation(train, world size)` micro-batches per
+    optimizer step. `train` is not changed: `start_run` hands the jobs a copy with the resolved value."""
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    train.grad_accum_steps = resolve_accumulation(train, world)
+    world = launch_world_size()
+    accum = resolve_accumulation(train, world)
     check_trackers_installed(train.trackers)
     handlers = process_group_kwargs(train, world, torch.cuda.is_available())
     accelerator = Accelerator(
         mixed_precision={"fp32": "no"}.get(precision, precision),
         # The loop decides when a window ends; an epoch boundary must not cut a window short.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=train.grad_accum_steps, sync_with_dataloader=False),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=accum, sync_with_dataloader=False),
         step_scheduler_with_optimizer=False,
         log_with=train.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),

@@ -102,9 +102,20 @@ def test_a_tracker_that_cannot_start_fails_before_data_preparation(tmp_path, sma
 
 def test_none_starts_no_tracker_and_writes_no_logs(tmp_path):
     cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", "train.report_to=[none]"])
-    accelerator, out = start_run(cfg, "fp32")
+    accelerator, out, _ = start_run(cfg, "fp32")
     assert accelerator.log_with == [] and accelerator.trackers == []
     assert (out / "config.yaml").is_file() and not (out / "logs").exists()
+
+
+def test_start_run_saves_the_users_config_and_returns_the_resolved_one(tmp_path):
+    overrides = [f"output_dir={tmp_path / 'run'}", "train.report_to=[none]", "train.micro_batch_size=2",
+                 "train.global_batch_size=8"]
+    cfg = load_config(None, overrides)
+    accelerator, out, run_cfg = start_run(cfg, "fp32")
+    assert load_config(out / "config.yaml") == cfg == load_config(None, overrides)  # nothing written into it
+    assert cfg.train.grad_accum_steps == 1
+    assert run_cfg.train.grad_accum_steps == 4 == accelerator.gradient_accumulation_steps  # 8 / (2 x 1 process)
+    assert run_cfg == load_config(None, [*overrides, "train.grad_accum_steps=4"])
 
 
 # ---------------------------------------------------------------------------------------------- one offline run

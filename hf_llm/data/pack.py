@@ -251,19 +251,10 @@ def blocks_to_dataset(blocks: np.ndarray):
     return Dataset(pa.table({"input_ids": column}))
 
 
-def unigram_cross_entropy(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int) -> float:
-    """Cross-entropy (nats/token) of `eval_ids` under an add-one-smoothed unigram model of `train_ids`.
-
-    The baseline a language model must beat by a wide margin to show that it learns context.
-    """
-    if len(eval_ids) == 0:
-        return math.nan
-    train = np.bincount(train_ids.astype(np.int64), minlength=vocab_size)
-    return unigram_cross_entropy_from_counts(train, np.bincount(eval_ids.astype(np.int64), minlength=vocab_size))
-
-
 def unigram_cross_entropy_from_counts(train_counts: np.ndarray, eval_counts: np.ndarray) -> float:
-    """The same from token counts, which a streamed pipeline can add up batch by batch."""
+    """Cross-entropy (nats/token) of the eval tokens under an add-one-smoothed unigram model of the training tokens,
+    from token counts (which the pipeline adds up batch by batch): the baseline a language model must beat by a wide
+    margin to show that it learns context."""
     if eval_counts.sum() == 0:
         return math.nan
     n = max(len(train_counts), len(eval_counts))

@@ -149,12 +149,6 @@ class BatchEncoder:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _pieces=None)
 
-    def __call__(self, texts: list[str]) -> list[list[int]]:
-        if not self.fast:
-            return self._encode_slow(texts)
-        flat, lengths = self.encode_flat(texts)
-        return [a.tolist() for a in np.split(flat, np.cumsum(lengths)[:-1])] if len(texts) else []
-
     def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Ids of all `texts` end to end (int32) and the number of ids of each."""
         if not self.fast:

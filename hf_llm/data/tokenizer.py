@@ -111,8 +111,8 @@ class BatchEncoder:
 
     For byte-level BPE tokenizers (GPT-2 style, ours included) the text is split with GPT-2's pattern and each
     distinct piece is run through the BPE model once per process; after that a piece costs one dict lookup and
-    the ids of a whole batch are gathered with numpy. Same ids, several times faster than the tokenizer's own
-    call, whose per-call alignment bookkeeping dominates on CPU. Any other tokenizer (SentencePiece, normalizers,
+    the ids of a whole batch are gathered with numpy. Same ids, ~3x faster than the tokenizer's own call and than
+    the backend's `encode_batch_fast` on one core (benchmarks/bench_tokenize.py: prose, code docs, hard cases). Any other tokenizer (SentencePiece, normalizers,
     added words) goes through the tokenizer itself. A self-check at construction falls back too if the two ever
     disagree.
     """

@@ -318,7 +318,7 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
 def _model_card(cfg: FinetuneRunConfig, model_config, total: int, data: SFTData, summary: dict, tokenizer,
                 adapter_folder: bool = True) -> str:
     """The shared card plus a Fine-tuning section; `adapter_folder` adds how to load a PEFT adapter."""
-    from .hub import render_model_card
+    from .cards import render_model_card
 
     training = {k: summary[k] for k in ("method", "trainable_parameters", "steps", "epochs", "train_seconds",
                                        "processes", "precision", "median_mfu", "mfu_flops_per_token")

@@ -139,7 +139,8 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     n_params = count_parameters(model_config)
     collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id,
                              varlen=needs_varlen_kwargs(cfg.model.attn_implementation))
-    from .hub import card_files, checkpoint_push_hook, finish_pushes
+    from .cards import card_files
+    from .hub import checkpoint_push_hook, finish_pushes
 
     def data_card(st: LoopState) -> dict:
         """The data card at the loop's current state: a staged run's says what each stage has trained so far."""
@@ -243,7 +244,7 @@ def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: 
 
 def _model_card(cfg: RunConfig, model_config, n_params: int, data_card: dict, summary: dict,
                 loss_curve: bool = False) -> str:
-    from .hub import LOSS_CURVE, render_model_card
+    from .cards import LOSS_CURVE, render_model_card
 
     training = {k: summary[k] for k in ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "precision",
                                        "median_tokens_per_second", "median_mfu") if summary.get(k) is not None}

@@ -1,70 +1,62 @@
-"""Model and dataset cards, and the evaluation results `scripts/evaluate.py` writes into a model card."""
+"""Model and dataset cards, rendered from the templates in hf_llm/templates/ with huggingface_hub's
+`ModelCard.from_template` / `DatasetCard.from_template` (jinja2), and the Evaluation section `scripts/evaluate.py`
+writes into a model card. Python picks and formats the values; the templates hold the layout and the prose.
+
+Every card is scrubbed of the Hub token: configs hold no token by design, this is the second line of defence.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from .auth import scrub
 
+TEMPLATES = Path(__file__).parent / "templates"
 LOSS_CURVE = "loss_curve.png"
+# The pictures a model card can show, in the order it shows them, with their alt text.
+PICTURES = {LOSS_CURVE: "training and validation loss"}
 EVAL_BEGIN, EVAL_END = "<!-- hf_llm:evaluation:begin -->", "<!-- hf_llm:evaluation:end -->"
 
 
-def dataset_readme(folder: str | Path) -> str:
-    """The dataset card of a prepared data folder: its DATA_CARD.md, else one rendered from data_card.json."""
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    folder = Path(folder)
-    written = folder / "DATA_CARD.md"
-    if written.is_file():
-        text = written.read_text()
-        if text.startswith("---\n"):
-            return text
-        body = text
-    else:
-        stats = json.loads((folder / "data_card.json").read_text())
-        rows = "\n".join(
-            f"| {split} | {_fmt(s.get('documents', '?'))} | {_fmt(s.get('tokens', '?'))} "
-            f"| {_fmt(s.get('blocks', '?'))} | {s.get('seq_len', '?')} |"
-            for split, s in ((k, stats.get(k, {})) for k in ("train", "validation"))
-        )
-        body = f"""
-# {folder.name}
-
-Tokenised documents packed into fixed-length blocks (documents separated by EOS), prepared by hf_llm; the
-tokenizer is in `tokenizer/`.
-
-| split | documents | tokens | blocks | tokens per block |
-|---|---|---|---|---|
-{rows}
-
-## Use
-
-```python
-from datasets import load_dataset
-blocks = load_dataset("REPO_ID", data_files={{"train": "train/*.arrow", "validation": "validation/*.arrow"}})
-```
-
-With hf_llm: `hf download REPO_ID --repo-type dataset --local-dir data/prepared`, then `data.prepared=data/prepared`.
-
-## Statistics (data_card.json)
-
-```json
-{json.dumps(stats, indent=2)}
-```
-"""
-    card_data = DatasetCardData(tags=["hf_llm", "tokenized", "packed"])
-    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}"))
-
-
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A card's number: 4 significant digits for floats, thousands separators for integers."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
+
+
+def _split_rows(stats: dict[str, Any], keys: tuple[str, ...]) -> list[list[str]]:
+    """[split, *values] for train and validation; '?' where a statistic was not recorded."""
+    return [[split, *(fmt(stats.get(split, {}).get(k, "?")) for k in keys)] for split in ("train", "validation")]
+
+
+# ------------------------------------------------------------------------------------------------------ dataset card
+
+
+def dataset_readme(folder: str | Path) -> str:
+    """The dataset card of a prepared data folder: its DATA_CARD.md (given metadata if it has none), else one
+    rendered from data_card.json."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    folder = Path(folder)
+    written = folder / "DATA_CARD.md"
+    text = written.read_text() if written.is_file() else None
+    if text is not None and text.startswith("---\n"):
+        return text
+    stats = {} if text is not None else json.loads((folder / "data_card.json").read_text())
+    card = DatasetCard.from_template(
+        DatasetCardData(tags=["hf_llm", "tokenized", "packed"]), template_path=str(TEMPLATES / "dataset_card.md"),
+        written=text, name=folder.name, statistics=json.dumps(stats, indent=2),
+        split_rows=_split_rows(stats, ("documents", "tokens", "blocks", "seq_len")))
+    return str(card)
+
+
+# -------------------------------------------------------------------------------------------------------- model card
 
 
 def loss_curve_png(history: list[dict[str, Any]], width: int = 640, height: int = 360) -> Optional[bytes]:
@@ -129,6 +121,18 @@ def eval_results(metrics: list[dict[str, Any]]) -> list:
                        metric_name=m.get("name", m["metric"]), metric_value=m["value"]) for m in metrics]
 
 
+def _data_view(data: dict[str, Any]) -> dict[str, Any]:
+    """The Data section's values: one row per source, one per split, block length and vocabulary."""
+    sources = [(name, ", ".join(f"{k}={fmt(v)}" for k, v in stats.items()))
+               for name, stats in data.get("sources", {}).items()]
+    return {"source_rows": sources, "split_rows": _split_rows(data, ("documents", "tokens", "blocks")),
+            "seq_len": data.get("train", {}).get("seq_len", "?"), "vocab_size": fmt(data.get("vocab_size", "?"))}
+
+
+def _training_value(key: str, value: Any) -> str:
+    return f"{value:.2%}" if "mfu" in key and isinstance(value, float) else fmt(value)
+
+
 def render_model_card(
     model_name: str,
     architecture: str,
@@ -142,88 +146,61 @@ def render_model_card(
     repo_id: Optional[str] = None,
     metrics: Optional[list[dict[str, Any]]] = None,
     datasets: Optional[list[str]] = None,
-    loss_curve: Optional[str] = None,
+    pictures: Iterable[str] = (),
+    fine_tuning: Optional[dict[str, Any]] = None,
 ) -> str:
     """A README.md whose YAML metadata round-trips through `huggingface_hub.ModelCardData` (model-index included).
 
-    `metrics` become the model-index (see `eval_results`); `datasets` are Hub dataset ids; `loss_curve` is the file
-    name of a PNG shipped next to the card. The recipe must be free of secrets (configs hold no token by design); the
-    whole card is scrubbed of the current token anyway.
+    `data` is a data card's statistics; `training` and `results` become tables; `metrics` the model-index (see
+    `eval_results`); `datasets` are Hub dataset ids; `pictures` the files of PICTURES shipped next to the card;
+    `fine_tuning` (see finetune.py) adds the Fine-tuning section.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=["hf_llm", "causal-lm", architecture],
-        base_model=base_model,
-        datasets=datasets or None,
-        model_name=model_name if metrics else None,
-        eval_results=eval_results(metrics) if metrics else None,
-    )
-    sources = data.get("sources", {})
-    source_rows = "\n".join(
-        f"| {name} | " + ", ".join(f"{k}={_fmt(v)}" for k, v in stats.items()) + " |" for name, stats in sources.items()
-    ) or "| (none recorded) | |"
-    split_rows = "\n".join(
-        f"| {split} | {_fmt(s.get('documents', '?'))} | {_fmt(s.get('tokens', '?'))} | {_fmt(s.get('blocks', '?'))} |"
-        for split, s in ((k, data.get(k, {})) for k in ("train", "validation"))
-    )
-    train_rows = "\n".join(f"| {k} | {v:.2%} |" if "mfu" in k and isinstance(v, float) else f"| {k} | {_fmt(v)} |"
-                           for k, v in training.items())
-    result_rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in results.items())
-    load_id = repo_id or "PATH_OR_REPO_ID"
-    curve = f"\n![training and validation loss]({loss_curve})\n" if loss_curve else ""
-    body = f"""
-# {model_name}
+        library_name="transformers", pipeline_tag="text-generation", tags=["hf_llm", "causal-lm", architecture],
+        base_model=base_model, datasets=datasets or None, model_name=model_name if metrics else None,
+        eval_results=eval_results(metrics) if metrics else None)
+    shown = set(pictures)
+    card = ModelCard.from_template(
+        card_data, template_path=str(TEMPLATES / "model_card.md"), model_name=model_name,
+        architecture=architecture, parameters=f"{parameters:,}", base_model=base_model, **_data_view(data),
+        training_rows=[(k, _training_value(k, v)) for k, v in training.items()],
+        result_rows=[(k, fmt(v)) for k, v in results.items()], load_id=repo_id or "PATH_OR_REPO_ID",
+        pictures=[(name, alt) for name, alt in PICTURES.items() if name in shown], recipe_yaml=recipe_yaml.strip(),
+        fine_tuning=fine_tuning)
+    return scrub(str(card))
 
-A {architecture} causal language model with {parameters:,} parameters, trained with
-hf_llm {"from " + base_model if base_model else "from scratch"}.
 
-## Data
+RESULT_KEYS = ("final_train_loss", "final_val_loss", "final_val_perplexity", "unigram_val_loss")  # from a summary
 
-| source | statistics |
-|---|---|
-{source_rows}
 
-| split | documents | tokens | blocks |
-|---|---|---|---|
-{split_rows}
+def run_card(cfg, summary: dict[str, Any], *, architecture: str, parameters: int, data: dict[str, Any],
+             training_keys: Sequence[str], metrics: list[dict[str, Any]], results: dict[str, Any],
+             base_model: Optional[str] = None, pictures: Iterable[str] = (),
+             fine_tuning: Optional[dict[str, Any]] = None) -> str:
+    """The model card of a training run (pretraining or fine-tuning), from its config (a RunConfig) and summary:
+    the summary's `training_keys` and RESULT_KEYS, the hardware, and the job's own `metrics` and `results` rows."""
+    from .config import config_to_yaml
+    from .train.metrics import hardware_name
 
-Blocks of {data.get("train", {}).get("seq_len", "?")} tokens; packed documents are kept apart by position ids.
-Vocabulary: {_fmt(data.get("vocab_size", "?"))} tokens.
+    training = {k: summary[k] for k in training_keys if summary.get(k) is not None}
+    training["hardware"] = hardware_name()
+    shown = {k: summary[k] for k in RESULT_KEYS if summary.get(k) is not None}
+    hub = [src.path for src in [*cfg.data.sources, *(s for st in cfg.data.stages for s in st.sources)]
+           if src.format == "hub"]
+    return render_model_card(Path(cfg.output_dir).name, architecture, parameters, data, training,
+                             {**shown, **results}, config_to_yaml(cfg), base_model, repo_id=cfg.hub.repo_id,
+                             metrics=metrics or None, datasets=hub, pictures=pictures, fine_tuning=fine_tuning)
 
-## Training
 
-| | |
-|---|---|
-{train_rows}
-{curve}
-## Results
-
-| metric | value |
-|---|---|
-{result_rows}
-
-Validation loss is the mean cross-entropy (nats per token) on held-out documents of the training mixture; the
-unigram baseline is what a model that ignores context would reach. Evaluate on other text (perplexity and bits
-per byte, comparable across tokenizers) with `python scripts/evaluate.py model={load_id} data='[{{path: FILE}}]'`.
-
-## Use
-
-```python
-from transformers import pipeline
-generate = pipeline("text-generation", model="{load_id}")
-print(generate("And it came to pass", max_new_tokens=40)[0]["generated_text"])
-```
-
-## Recipe
-
-```yaml
-{recipe_yaml.strip()}
-```
-"""
-    return scrub(str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")))
+def validation_metrics(summary: dict[str, Any], sources: str) -> list[dict[str, Any]]:
+    """Model-index entries for the final validation perplexity and loss on held-out documents of `sources`."""
+    return [{"metric": metric, "name": name, "value": round(summary[key], 4), "split": "validation",
+             "dataset": f"held-out documents of the training mixture ({sources})", "dataset_type": sources}
+            for key, metric, name in (("final_val_perplexity", "perplexity", "Validation perplexity"),
+                                      ("final_val_loss", "loss", "Validation loss (nats/token)"))
+            if summary.get(key) is not None]
 
 
 def update_card_results(card_path: str | Path, results: dict[str, Any]) -> None:
@@ -233,31 +210,12 @@ def update_card_results(card_path: str | Path, results: dict[str, Any]) -> None:
 
     card_path = Path(card_path)
     card = ModelCard.load(card_path) if card_path.is_file() else ModelCard("---\n---\n")
-    metrics = []
-    for label, r in results["datasets"].items():
-        for metric, name in (("perplexity", "Perplexity"), ("bits_per_byte", "Bits per byte")):
-            metrics.append({"metric": metric, "name": name, "value": round(r[metric], 6), "dataset": label,
-                            "dataset_type": r.get("path") or label, "split": r.get("split")})
-    new = eval_results(metrics)
+    new = eval_results(_eval_metrics(results))
     keep = [e for e in (card.data.eval_results or [])
             if not any(e.dataset_type == n.dataset_type and e.metric_type == n.metric_type for n in new)]
     card.data.eval_results = keep + new
     card.data.model_name = card.data.model_name or card_path.parent.name
-    rows = "\n".join(f"| {label} | {r['perplexity']:.4g} | {r['bits_per_byte']:.4f} | {r['tokens']:,} "
-                     f"| {r['bytes']:,} |" for label, r in results["datasets"].items())
-    samples = "\n".join(f"- **{s['prompt']}** → {' '.join(s['greedy'].split())[:200]}"
-                        for s in results.get("samples", []))
-    section = f"""{EVAL_BEGIN}
-## Evaluation
-
-Windows of {results['seq_len']} tokens, stride {results['stride']} (`scripts/evaluate.py`).
-
-| dataset | perplexity | bits per byte | tokens | bytes |
-|---|---|---|---|---|
-{rows}
-
-{"Greedy samples:" + chr(10) + chr(10) + samples if samples else ""}
-{EVAL_END}"""
+    section = _evaluation_section(results)
     text = card.text
     if EVAL_BEGIN in text and EVAL_END in text:
         text = text[:text.index(EVAL_BEGIN)] + section + text[text.index(EVAL_END) + len(EVAL_END):]
@@ -265,3 +223,22 @@ Windows of {results['seq_len']} tokens, stride {results['stride']} (`scripts/eva
         text = text.rstrip() + "\n\n" + section + "\n"
     card.text = text
     card_path.write_text(scrub(str(card)))
+
+
+def _eval_metrics(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"metric": metric, "name": name, "value": round(r[metric], 6), "dataset": label,
+             "dataset_type": r.get("path") or label, "split": r.get("split")}
+            for label, r in results["datasets"].items()
+            for metric, name in (("perplexity", "Perplexity"), ("bits_per_byte", "Bits per byte"))]
+
+
+def _evaluation_section(results: dict[str, Any]) -> str:
+    """The Evaluation section, between markers so that the next evaluation replaces it."""
+    import jinja2
+
+    rows = [[label, f"{r['perplexity']:.4g}", f"{r['bits_per_byte']:.4f}", f"{r['tokens']:,}", f"{r['bytes']:,}"]
+            for label, r in results["datasets"].items()]
+    samples = [(s["prompt"], " ".join(s["greedy"].split())[:200]) for s in results.get("samples", [])]
+    template = jinja2.Template((TEMPLATES / "evaluation.md").read_text())
+    return template.render(begin=EVAL_BEGIN, end=EVAL_END, seq_len=results["seq_len"], stride=results["stride"],
+                           rows=rows, samples=samples)

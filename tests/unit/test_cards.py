@@ -1,7 +1,12 @@
 """Model and dataset cards: metadata that round-trips through huggingface_hub, the content both training jobs put
 in them, and the pictures they reference."""
 
-from hf_llm.cards import render_model_card
+import configparser
+from pathlib import Path
+
+from hf_llm.cards import TEMPLATES, render_model_card
+
+from ..conftest import REPO
 
 
 def test_model_card_metadata_round_trips():
@@ -10,7 +15,7 @@ def test_model_card_metadata_round_trips():
     text = render_model_card(
         "tiny", "llama", 1234, {"sources": {"web": {"documents_in": 3}}, "train": {"tokens": 10, "seq_len": 8}},
         {"tokens_seen": 10, "median_mfu": 0.01}, {"final_val_loss": 2.0}, "train:\n  lr: 0.001\n",
-        repo_id="me/tiny", datasets=["HuggingFaceFW/fineweb"], loss_curve="loss_curve.png",
+        repo_id="me/tiny", datasets=["HuggingFaceFW/fineweb"], pictures=["loss_curve.png"],
         metrics=[{"metric": "perplexity", "value": 7.39, "dataset": "held out", "dataset_type": "web",
                   "split": "validation"}],
     )
@@ -19,3 +24,11 @@ def test_model_card_metadata_round_trips():
     (result,) = card.data.eval_results
     assert (result.metric_type, result.metric_value, result.dataset_split) == ("perplexity", 7.39, "validation")
     assert ModelCard(str(card)).data.to_dict() == card.data.to_dict()
+
+
+def test_the_templates_ship_with_the_package():
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    patterns = setup["options.package_data"]["hf_llm"].split()
+    templates = sorted(p.relative_to(TEMPLATES.parent) for p in TEMPLATES.iterdir())
+    assert templates and all(any(p.match(pattern) for pattern in patterns) for p in templates)

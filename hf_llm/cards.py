@@ -7,7 +7,6 @@ Every card is scrubbed of the Hub token: configs hold no token by design, this i
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -15,9 +14,10 @@ from typing import Any, Iterable, Optional, Sequence
 from .auth import scrub
 
 TEMPLATES = Path(__file__).parent / "templates"
-LOSS_CURVE = "loss_curve.png"
-# The pictures a model card can show, in the order it shows them, with their alt text.
-PICTURES = {LOSS_CURVE: "training and validation loss"}
+LOSS_CURVE, LEARNING_RATE = "loss_curve.png", "learning_rate.png"
+# The pictures a model card can show (hf_llm.plots), in the order it shows them, with their alt text.
+PICTURES = {LOSS_CURVE: "training and validation loss against tokens seen",
+            LEARNING_RATE: "learning rate against optimizer steps"}
 EVAL_BEGIN, EVAL_END = "<!-- hf_llm:evaluation:begin -->", "<!-- hf_llm:evaluation:end -->"
 
 
@@ -59,56 +59,12 @@ def dataset_readme(folder: str | Path) -> str:
 # -------------------------------------------------------------------------------------------------------- model card
 
 
-def loss_curve_png(history: list[dict[str, Any]], width: int = 640, height: int = 360) -> Optional[bytes]:
-    """Training and validation loss against steps as a PNG (Pillow, installed with tensorboard); None when there is
-    nothing to plot or no Pillow."""
-    try:
-        from PIL import Image, ImageDraw
-    except ImportError:
-        return None
-    train = [(p["step"], p["loss"]) for p in history if "loss" in p]
-    val = [(p["step"], p["val_loss"]) for p in history if "val_loss" in p]
-    points = train + val
-    if not points:
-        return None
-    left, right, top, bottom = 60, width - 20, 30, height - 40
-    x0, x1 = min(s for s, _ in points), max(s for s, _ in points)
-    y0, y1 = min(v for _, v in points), max(v for _, v in points)
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-3)
-
-    def xy(step: float, value: float) -> tuple[float, float]:
-        return (left + (step - x0) / (x1 - x0) * (right - left), bottom - (value - y0) / (y1 - y0) * (bottom - top))
-
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")
-    for value in (y0, (y0 + y1) / 2, y1):
-        _, y = xy(x0, value)
-        draw.line([(left - 4, y), (left, y)], fill="black")
-        draw.text((4, y - 6), f"{value:.3g}", fill="black")
-    draw.text((left, bottom + 8), f"step {x0:,}", fill="black")
-    draw.text((right - 70, bottom + 8), f"step {x1:,}", fill="black")
-    # Validation points are few and far apart: dots make each one visible.
-    for series, colour, label, offset, dots in ((train, (31, 119, 180), "train loss", 0, False),
-                                                (val, (255, 127, 14), "validation loss", 110, True)):
-        if not series:
-            continue
-        if len(series) > 1:
-            draw.line([xy(s, v) for s, v in series], fill=colour, width=2)
-        for s, v in series if dots or len(series) == 1 else []:
-            x, y = xy(s, v)
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.rectangle([left + 10 + offset, 8, left + 22 + offset, 18], fill=colour)
-        draw.text((left + 26 + offset, 6), label, fill="black")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def card_files(history: list[dict[str, Any]]) -> dict[str, bytes]:
-    """Files that go into an export next to its card (the loss curve, when it can be drawn)."""
-    png = loss_curve_png(history)
-    return {LOSS_CURVE: png} if png is not None else {}
+    """The pictures that go into an export next to its card (those its history has points for)."""
+    from .plots import learning_rate_png, loss_curve_png
+
+    drawn = {LOSS_CURVE: loss_curve_png(history), LEARNING_RATE: learning_rate_png(history)}
+    return {name: png for name, png in drawn.items() if png is not None}
 
 
 def eval_results(metrics: list[dict[str, Any]]) -> list:

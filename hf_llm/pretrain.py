@@ -148,7 +148,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
         return staged_card(stage_names(cfg.data), [s.card for s in stages], st)
 
     def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:
-        """The card (and its loss curve) of an export at the loop's current state."""
+        """The card (and its pictures) of an export at the loop's current state."""
         files = card_files(st.history)
         interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
         return _model_card(cfg, model_config, n_params, data_card(st), interim, pictures=files), files

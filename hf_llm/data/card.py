@@ -2,21 +2,21 @@
 
 `build_card` turns the pipeline's measurements into `data_card.json` (the keys pretraining's summary and model card
 read — "train"/"validation" with "tokens", "unigram_validation_loss", "sources", "fingerprint" — plus everything
-else); `render_markdown` writes the same as DATA_CARD.md, with the token-length histogram drawn in Unicode blocks,
-and `write_histogram_png` draws it as a small PNG with numpy and zlib (no plotting library needed).
+else); `write_card_pages` writes the same as DATA_CARD.md (`render_markdown`, the token-length histogram also in
+Unicode blocks) and the pictures it shows (hf_llm.plots: token lengths, rejections by reason).
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from .selection import KEPT, STEPS, step_of
+
+TOKEN_LENGTHS, REJECTIONS = "token_lengths.png", "rejections.png"  # the pictures DATA_CARD.md shows
 
 
 @dataclass
@@ -231,7 +231,9 @@ def bar_chart(hist: dict, width: int = 40) -> str:
     return "\n".join(rows)
 
 
-def render_markdown(card: dict) -> str:
+def render_markdown(card: dict, pictures: Iterable[str] = ()) -> str:
+    """DATA_CARD.md; `pictures` are the files of `card_pictures` written next to it."""
+    pictures = set(pictures)
     t, v = card["train"], card["validation"]
     lines = [
         "# Data card",
@@ -276,6 +278,8 @@ def render_markdown(card: dict) -> str:
     lines += ["", f"Mixed by {card['mixture']['mix_by']} (seed {card['mixture']['seed']}).", "",
               "## Rejections", "", "| reason | documents |", "|---|---:|"]
     lines += [f"| {r} | {n:,} |" for r, n in card["rejections"].items()] or ["| (none) | 0 |"]
+    if REJECTIONS in pictures:
+        lines += ["", f"![rejected documents by reason]({REJECTIONS})"]
     f = card["filters"]
     on = ", ".join(name for name, enabled in f["enabled"].items() if enabled) or "none"
     lines += ["", f"## Filters (preset `{f['preset']}`: {on})", "",
@@ -309,8 +313,10 @@ def render_markdown(card: dict) -> str:
     else:
         lines.append("Disabled (enable with data.decontam.enabled=true and eval_files / eval_datasets).")
     h = card["token_length_histogram"]
-    lines += ["", "## Document length (tokens)", "", "![token lengths](token_lengths.png)", "", "```",
-              bar_chart(h), "```", ""]
+    lines += ["", "## Document length (tokens)", ""]
+    if TOKEN_LENGTHS in pictures:
+        lines += [f"![kept documents by token length]({TOKEN_LENGTHS})", ""]
+    lines += ["```", bar_chart(h), "```", ""]
     if h.get("documents"):
         lines.append(f"{h['documents']:,} kept documents; mean {h['mean']:,}, median {h['p50']:,.0f}, "
                      f"p90 {h['p90']:,.0f}, p99 {h['p99']:,.0f}, max {h['max']:,} tokens.")
@@ -319,32 +325,21 @@ def render_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-# -------------------------------------------------------------------------------------------------------- PNG
+# --------------------------------------------------------------------------------------------------- pictures
 
 
-def write_histogram_png(hist: dict, path: str | Path, width: int = 480, height: int = 160) -> None:
-    """The histogram as bars on a white canvas, one bar per bin (log2 token lengths, left to right)."""
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
-    counts = hist.get("counts", [])
-    if counts and max(counts) > 0:
-        n, pad = len(counts), 8
-        slot = (width - 2 * pad) / n
-        for k, c in enumerate(counts):
-            h = int(round(c / max(counts) * (height - 2 * pad)))
-            x0, x1 = int(pad + k * slot + 1), int(pad + (k + 1) * slot - 1)
-            if h and x1 > x0:
-                img[height - pad - h : height - pad, x0:x1] = (70, 110, 180)
-        img[height - pad, pad : width - pad] = (0, 0, 0)  # the axis
-    Path(path).write_bytes(png_bytes(img))
+def card_pictures(card: dict) -> dict[str, bytes]:
+    """The data card's pictures: kept documents by token length, and rejections by reason when there are any."""
+    from ..plots import rejections_png, token_length_png
+
+    drawn = {TOKEN_LENGTHS: token_length_png(card["token_length_histogram"]),
+             REJECTIONS: rejections_png(card["rejections"])}
+    return {name: png for name, png in drawn.items() if png is not None}
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """A minimal PNG (8-bit RGB, no filtering) from an (h, w, 3) uint8 array."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+def write_card_pages(card: dict, folder: Path) -> None:
+    """DATA_CARD.md and the pictures it shows, into the prepared folder (data_card.json is the pipeline's)."""
+    pictures = card_pictures(card)
+    for name, png in pictures.items():
+        (folder / name).write_bytes(png)
+    (folder / "DATA_CARD.md").write_text(render_markdown(card, pictures))

@@ -2,9 +2,9 @@
 in them, and the pictures they reference."""
 
 import configparser
-from pathlib import Path
+import re
 
-from hf_llm.cards import TEMPLATES, render_model_card
+from hf_llm.cards import LEARNING_RATE, LOSS_CURVE, PICTURES, TEMPLATES, card_files, render_model_card
 
 from ..conftest import REPO
 
@@ -32,3 +32,18 @@ def test_the_templates_ship_with_the_package():
     patterns = setup["options.package_data"]["hf_llm"].split()
     templates = sorted(p.relative_to(TEMPLATES.parent) for p in TEMPLATES.iterdir())
     assert templates and all(any(p.match(pattern) for pattern in patterns) for p in templates)
+
+
+def pictures_in(markdown: str) -> set[str]:
+    return set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown))
+
+
+def test_a_card_shows_the_pictures_its_export_ships():
+    history = [{"step": 1, "loss": 3.0, "lr": 1e-3, "tokens_seen": 64}, {"step": 2, "loss": 2.5, "lr": 5e-4,
+                                                                           "tokens_seen": 128},
+               {"step": 2, "val_loss": 2.7}]
+    for points, expected in ((history, {LOSS_CURVE, LEARNING_RATE}), (history[2:], {LOSS_CURVE}), ([], set())):
+        files = card_files(points)
+        assert set(files) == expected and set(files) <= set(PICTURES)
+        text = render_model_card("tiny", "llama", 1, {}, {"steps": 2}, {}, "a: 1", pictures=files)
+        assert pictures_in(text) == expected

@@ -3,6 +3,7 @@ never kill training, and a token that never leaks. The cards themselves: tests/u
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -115,6 +116,8 @@ def test_pretraining_pushes_checkpoints_in_the_background_and_the_final_model(tm
                  "loss_curve.png"):
         assert name in main and name in repo.branches["step-3"], name
     assert main["loss_curve.png"].startswith(b"\x89PNG")
+    shown = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", main["README.md"].decode()))
+    assert shown == {"loss_curve.png", "learning_rate.png"} and shown <= set(main)  # the card's pictures went up
     assert summary["hub"]["final"]["pushed"] and all(c["pushed"] for c in summary["hub"]["checkpoints"])
     assert not (out / "hub-exports" / "step-3").exists()  # uploaded, then removed
 

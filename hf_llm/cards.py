@@ -1,6 +1,8 @@
-"""Model and dataset cards, rendered from the templates in hf_llm/templates/ with huggingface_hub's
-`ModelCard.from_template` / `DatasetCard.from_template` (jinja2), and the Evaluation section `scripts/evaluate.py`
-writes into a model card. Python picks and formats the values; the templates hold the layout and the prose.
+"""Model cards, the data card (DATA_CARD.md) and the dataset card (a pushed data folder's README), rendered from the
+jinja2 templates in hf_llm/templates/ (model and dataset cards through huggingface_hub's `ModelCard.from_template` /
+`DatasetCard.from_template`, which add the YAML metadata), and the Evaluation section `scripts/evaluate.py` writes
+into a model card. Python picks and formats the values; the templates hold the layout and the prose. The pictures
+the cards show are drawn by hf_llm.plots.
 
 Every card is scrubbed of the Hub token: configs hold no token by design, this is the second line of defence.
 """
@@ -18,6 +20,7 @@ LOSS_CURVE, LEARNING_RATE = "loss_curve.png", "learning_rate.png"
 # The pictures a model card can show (hf_llm.plots), in the order it shows them, with their alt text.
 PICTURES = {LOSS_CURVE: "training and validation loss against tokens seen",
             LEARNING_RATE: "learning rate against optimizer steps"}
+TOKEN_LENGTHS, REJECTIONS = "token_lengths.png", "rejections.png"  # the pictures DATA_CARD.md can show
 EVAL_BEGIN, EVAL_END = "<!-- hf_llm:evaluation:begin -->", "<!-- hf_llm:evaluation:end -->"
 
 
@@ -52,14 +55,62 @@ def dataset_readme(folder: str | Path) -> str:
     card = DatasetCard.from_template(
         DatasetCardData(tags=["hf_llm", "tokenized", "packed"]), template_path=str(TEMPLATES / "dataset_card.md"),
         written=text, name=folder.name, statistics=json.dumps(stats, indent=2),
-        split_rows=_split_rows(stats, ("documents", "tokens", "blocks", "seq_len")))
+        split_rows=[[*row, str(stats.get(row[0], {}).get("seq_len", "?"))]  # "2048", as a length reads
+                    for row in _split_rows(stats, ("documents", "tokens", "blocks"))])
     return str(card)
+
+
+# --------------------------------------------------------------------------------------------------------- data card
+
+
+def number(value: Any) -> str:
+    """A data card's number: '–' when not measured, thousands separators, 4 significant digits for floats."""
+    if value is None:
+        return "–"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
+
+
+def bar_chart(hist: dict[str, Any], width: int = 40) -> str:
+    """A token-length histogram as text: one row per bin, a bar of Unicode eighth-blocks, and the count."""
+    counts = hist.get("counts", [])
+    if not counts or max(counts) == 0:
+        return "(no documents)"
+    blocks = " ▏▎▍▌▋▊▉█"
+    rows = []
+    for lo, hi, c in zip(hist["edges"][:-1], hist["edges"][1:], counts):
+        eighths = round(c / max(counts) * width * 8)
+        bar = "█" * (eighths // 8) + (blocks[eighths % 8] if eighths % 8 else "")
+        rows.append(f"{lo:>7,}–{hi - 1:<7,} {bar:<{width}} {c:,}")
+    return "\n".join(rows)
+
+
+def data_card_pictures(card: dict[str, Any]) -> dict[str, bytes]:
+    """The data card's pictures: kept documents by token length, and rejections by reason when there are any."""
+    from .plots import rejections_png, token_length_png
+
+    drawn = {TOKEN_LENGTHS: token_length_png(card["token_length_histogram"]),
+             REJECTIONS: rejections_png(card["rejections"])}
+    return {name: png for name, png in drawn.items() if png is not None}
+
+
+def render_data_card(card: dict[str, Any], pictures: Iterable[str] = ()) -> str:
+    """DATA_CARD.md from data_card.json (hf_llm.data.card.build_card); `pictures` are the files written beside it."""
+    import jinja2
+
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)  # a key the card lacks fails, never renders blank
+    template = env.from_string((TEMPLATES / "data_card.md").read_text())
+    shown = set(pictures)
+    return template.render(card=card, token_lengths=TOKEN_LENGTHS if TOKEN_LENGTHS in shown else None,
+                           rejections=REJECTIONS if REJECTIONS in shown else None, n=number, bar_chart=bar_chart,
+                           percent=lambda share: f"{share:.1%}",
+                           listing=lambda counts: ", ".join(f"{k}: {c:,}" for k, c in counts.items()) or "–")
 
 
 # -------------------------------------------------------------------------------------------------------- model card
 
 
-def card_files(history: list[dict[str, Any]]) -> dict[str, bytes]:
+def model_card_pictures(history: list[dict[str, Any]]) -> dict[str, bytes]:
     """The pictures that go into an export next to its card (those its history has points for)."""
     from .plots import learning_rate_png, loss_curve_png
 

@@ -136,7 +136,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     n_params = count_parameters(model_config)
     collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id,
                              varlen=needs_varlen_kwargs(cfg.model.attn_implementation))
-    from .cards import card_files
+    from .cards import model_card_pictures
     from .hub import checkpoint_push_hook, finish_pushes
 
     def data_card(st: LoopState) -> dict:
@@ -149,7 +149,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
 
     def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:
         """The card (and its pictures) of an export at the loop's current state."""
-        files = card_files(st.history)
+        files = model_card_pictures(st.history)
         interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
         return _model_card(cfg, model_config, n_params, data_card(st), interim, pictures=files), files
 

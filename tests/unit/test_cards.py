@@ -4,7 +4,11 @@ in them, and the pictures they reference."""
 import configparser
 import re
 
-from hf_llm.cards import LEARNING_RATE, LOSS_CURVE, PICTURES, TEMPLATES, card_files, render_model_card
+import jinja2
+import pytest
+
+from hf_llm.cards import (LEARNING_RATE, LOSS_CURVE, PICTURES, TEMPLATES, model_card_pictures, render_data_card,
+                          render_model_card)
 
 from ..conftest import REPO
 
@@ -39,11 +43,16 @@ def pictures_in(markdown: str) -> set[str]:
 
 
 def test_a_card_shows_the_pictures_its_export_ships():
-    history = [{"step": 1, "loss": 3.0, "lr": 1e-3, "tokens_seen": 64}, {"step": 2, "loss": 2.5, "lr": 5e-4,
-                                                                           "tokens_seen": 128},
+    history = [{"step": 1, "loss": 3.0, "lr": 1e-3, "tokens_seen": 64},
+               {"step": 2, "loss": 2.5, "lr": 5e-4, "tokens_seen": 128},
                {"step": 2, "val_loss": 2.7}]
     for points, expected in ((history, {LOSS_CURVE, LEARNING_RATE}), (history[2:], {LOSS_CURVE}), ([], set())):
-        files = card_files(points)
+        files = model_card_pictures(points)
         assert set(files) == expected and set(files) <= set(PICTURES)
         text = render_model_card("tiny", "llama", 1, {}, {"steps": 2}, {}, "a: 1", pictures=files)
         assert pictures_in(text) == expected
+
+
+def test_a_data_card_missing_a_measurement_fails_rather_than_rendering_blank():
+    with pytest.raises(jinja2.UndefinedError):
+        render_data_card({"train": {}, "validation": {}})

@@ -223,7 +223,7 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
     if cfg.update_model_card:
-        from .hub import update_card_results
+        from .cards import update_card_results
 
         update_card_results(Path(cfg.model) / "README.md", results)
     print(format_results(results, output))

@@ -7,7 +7,6 @@ adapter folder (PEFT format) and optionally a merged model, or the full model; s
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-from .config import RunConfig, config_to_yaml
+from .config import RunConfig
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
 from .sft import SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
@@ -280,102 +279,67 @@ def merge_adapter(cfg: FinetuneRunConfig, adapter_dir: Path, tokenizer, out_dir:
 
 def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable: int, total: int, precision: str,
              notes: dict[str, str], tokenizer, world: int, seconds: float) -> dict[str, Any]:
-    from .downstream import downstream_results, downstream_warnings
+    from .train.summary import run_summary
 
-    rates = [p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]
-    mfus = [p["mfu"] for p in state.history if "mfu" in p]
-    return {
-        "output_dir": str(Path(cfg.output_dir).resolve()),
+    examples_seen = state.step * cfg.train.micro_batch_size * cfg.train.grad_accum_steps * world
+    return run_summary(cfg, state, precision, world, seconds, {
         "base_model": cfg.model.name_or_path,
         "method": cfg.adapter.method,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_fraction": trainable / max(1, total),
-        "steps": state.step,
-        "epochs": round(state.step * cfg.train.micro_batch_size * cfg.train.grad_accum_steps * world
-                        / max(1, len(data.train)), 3),
-        "wall_seconds": round(seconds, 1),
-        "train_seconds": round(state.elapsed_seconds, 1),
-        "processes": world,
-        "precision": precision,
+        "epochs": round(examples_seen / max(1, len(data.train)), 3),
         "data": data.stats,
         "pad_token": notes["pad_token"],
         "chat_template_source": notes["chat_template"],
         "chat_template": tokenizer.chat_template,
-        "final_train_loss": state.train_loss,
-        "final_val_loss": state.val_loss,
-        "final_val_perplexity": math.exp(min(state.val_loss, 50)) if state.val_loss is not None else None,
-        "median_tokens_per_second": sorted(rates)[len(rates) // 2] if rates else None,
-        "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
         # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
         "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"
                                 else "4N + 2N_trainable + attention (frozen base weights get no weight gradient)"),
-        "downstream": downstream_results(state.history),  # latest eval.tasks / eval.harness_tasks metrics
-        "downstream_warnings": downstream_warnings(state.history),  # failed passes (training went on)
-        "history": state.history,
-    }
+    })
+
+
+TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "precision",
+                 "median_mfu", "mfu_flops_per_token")  # the card's Training table
 
 
 def _model_card(cfg: FinetuneRunConfig, model_config, total: int, data: SFTData, summary: dict, tokenizer,
                 adapter_folder: bool = True) -> str:
-    """The shared card plus a Fine-tuning section; `adapter_folder` adds how to load a PEFT adapter."""
-    from .hub import render_model_card
+    """The shared run card plus a Fine-tuning section; `adapter_folder` adds how to load a PEFT adapter."""
+    from .cards import run_card
+    from .downstream import card_metrics, card_results
 
-    training = {k: summary[k] for k in ("method", "trainable_parameters", "steps", "epochs", "train_seconds",
-                                       "processes", "precision", "median_mfu", "mfu_flops_per_token")
-                if summary.get(k) is not None}
-    training["hardware"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    results = {k: summary[k] for k in ("final_train_loss", "final_val_loss", "final_val_perplexity")
-               if summary.get(k) is not None}
     stats = dict(data.stats)  # the card's split table speaks of documents (here examples) and blocks (rows)
     for split in ("train", "validation"):
         stats[split] = {**stats[split], "documents": stats[split]["examples"], "blocks": stats[split]["rows"]}
     stats["vocab_size"] = len(tokenizer)
-    from .downstream import card_metrics, card_results
-
     downstream = summary.get("downstream") or {}
-    results.update(card_results(downstream))
-    card = render_model_card(
-        model_name=Path(cfg.output_dir).name, architecture=model_config.model_type, parameters=total,
-        data=stats, training=training, results=results, recipe_yaml=config_to_yaml(cfg),
-        base_model=cfg.model.name_or_path, repo_id=cfg.hub.repo_id,
-        metrics=card_metrics(downstream, cfg.eval.tasks) or None,
-        datasets=[src.path for src in cfg.data.sources if src.format == "hub"],
-    )
+    return run_card(cfg, summary, architecture=model_config.model_type, parameters=total, data=stats,
+                    training_keys=TRAINING_KEYS, results=card_results(downstream),
+                    metrics=card_metrics(downstream, cfg.eval.tasks), base_model=cfg.model.name_or_path,
+                    fine_tuning=_fine_tuning_section(cfg, summary, tokenizer, adapter_folder))
+
+
+def _fine_tuning_section(cfg: FinetuneRunConfig, summary: dict, tokenizer, adapter_folder: bool) -> dict[str, Any]:
+    """The values of the card's Fine-tuning section (hf_llm/templates/model_card.md)."""
     a = cfg.adapter
     adapter = (f"LoRA r={a.r}, alpha={a.alpha}, dropout={a.dropout}, targets {a.target_modules}"
                f"{', DoRA' if a.use_dora else ''}{', 4-bit nf4 base (QLoRA)' if a.method == 'qlora' else ''}")
     batching = (f"packed rows of {cfg.sft.max_length} tokens, position ids restarting per example" if cfg.sft.packing
                 else "padded per batch, grouped by length")
-    use = ("```python\nfrom peft import AutoPeftModelForCausalLM\n"
-           "model = AutoPeftModelForCausalLM.from_pretrained(\"PATH_OR_REPO_ID\")\n```\n") if adapter_folder else ""
-    return card + f"""
-## Fine-tuning
-
-- base model: `{cfg.model.name_or_path}`
-- method: {"full fine-tuning" if a.method == "full" else adapter}
-- loss: {"assistant turns and their closing end-of-turn token only" if cfg.sft.completion_only else "every token"}
-- batching: {batching}
-- pad token: {summary["pad_token"]}
-- chat template: {summary["chat_template_source"]}
-
-```jinja
-{tokenizer.chat_template}
-```
-
-{use}"""
+    loss = "assistant turns and their closing end-of-turn token only" if cfg.sft.completion_only else "every token"
+    return {"base_model": cfg.model.name_or_path, "method": "full fine-tuning" if a.method == "full" else adapter,
+            "loss": loss, "batching": batching, "pad_token": summary["pad_token"],
+            "chat_template_source": summary["chat_template_source"], "chat_template": tokenizer.chat_template,
+            "adapter": adapter_folder}
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    def f(x: Optional[float], spec: str = ".4f") -> str:
-        return "n/a" if x is None else format(x, spec)
+    from .train.summary import format_summary as frame, run_lines
 
     d = s["data"]
     dropped = {k: sum(v.get(k, 0) for v in d["sources"].values()) for k in ("truncated", "dropped", "no_targets")}
-    lines = [
-        "=" * 72,
-        "hf_llm fine-tuning summary",
-        "-" * 72,
+    facts = [
         f"base model        {s['base_model']} ({s['method']})",
         f"parameters        {s['trainable_parameters']:,} trainable of {s['total_parameters']:,} "
         f"({s['trainable_fraction']:.2%})",
@@ -384,17 +348,11 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{dropped['no_targets']} dropped (no target left)",
         f"steps             {s['steps']:,} ({s['epochs']} epochs), {s['train_seconds']:.0f} s training, "
         f"{s['processes']} process(es), {s['precision']}",
-        f"train loss        {f(s['final_train_loss'])}",
-        f"validation loss   {f(s['final_val_loss'])} (perplexity {f(s['final_val_perplexity'], '.2f')})",
+        *run_lines(s),
         f"pad token         {s['pad_token']}",
         f"chat template     {s['chat_template_source']}",
-        "-" * 72,
     ]
-    for key, label in (("adapter_dir", "adapter (PEFT)"), ("merged_dir", "merged model"), ("model_dir", "model")):
-        if key in s:
-            lines.append(f"{label:<18}{s[key]}")
-    from .hub import format_push_report
-
-    lines += [f"config, summary   {s['output_dir']}/config.yaml, summary.json", *format_push_report(s.get("hub"))]
-    lines.append("=" * 72)
-    return "\n".join(lines)
+    outputs = [f"{label:<18}{s[key]}" for key, label in (("adapter_dir", "adapter (PEFT)"),
+                                                          ("merged_dir", "merged model"), ("model_dir", "model"))
+               if key in s]
+    return frame("fine-tuning", s, facts, [*outputs, f"config, summary   {s['output_dir']}/config.yaml, summary.json"])

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable
 
-import torch
-
-from .config import RunConfig, config_to_yaml
+from .config import RunConfig
 from .errors import ConfigError
 from .model import build_model, build_model_config, count_parameters, max_positions
 from .train.checkpoint import LoopState, export_model
@@ -139,7 +136,8 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     n_params = count_parameters(model_config)
     collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id,
                              varlen=needs_varlen_kwargs(cfg.model.attn_implementation))
-    from .hub import card_files, checkpoint_push_hook, finish_pushes
+    from .cards import model_card_pictures
+    from .hub import checkpoint_push_hook, finish_pushes
 
     def data_card(st: LoopState) -> dict:
         """The data card at the loop's current state: a staged run's says what each stage has trained so far."""
@@ -150,10 +148,10 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
         return staged_card(stage_names(cfg.data), [s.card for s in stages], st)
 
     def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:
-        """The card (and its loss curve) of an export at the loop's current state."""
-        files = card_files(st.history)
+        """The card (and its pictures) of an export at the loop's current state."""
+        files = model_card_pictures(st.history)
         interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
-        return _model_card(cfg, model_config, n_params, data_card(st), interim, loss_curve=bool(files)), files
+        return _model_card(cfg, model_config, n_params, data_card(st), interim, pictures=files), files
 
     push_hook, pusher = checkpoint_push_hook(cfg.hub, accelerator, tokenizer, out, card_for)
     stream = None
@@ -215,93 +213,48 @@ def sample_export(model_dir: Path, prompts: list[str], max_new_tokens: int, temp
 
 
 def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float) -> dict[str, Any]:
-    from .downstream import downstream_results, downstream_warnings
+    from .train.summary import run_summary
 
-    rates = [p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]
-    mfus = [p["mfu"] for p in state.history if "mfu" in p]
-    return {
-        "output_dir": str(Path(cfg.output_dir).resolve()),
-        "parameters": n_params,
-        "steps": state.step,
-        "tokens_seen": state.tokens_seen,
-        "epochs": None if prep.train is None else round(state.tokens_seen / max(1, prep.card["train"]["tokens"]), 3),
-        "wall_seconds": round(seconds, 1),
-        "train_seconds": round(state.elapsed_seconds, 1),
-        "processes": world,
-        "precision": precision,
-        "final_train_loss": state.train_loss,
-        "final_val_loss": state.val_loss,
-        "final_val_perplexity": math.exp(min(state.val_loss, 50)) if state.val_loss is not None else None,
+    epochs = None if prep.train is None else round(state.tokens_seen / max(1, prep.card["train"]["tokens"]), 3)
+    return run_summary(cfg, state, precision, world, seconds, {
+        "parameters": n_params, "tokens_seen": state.tokens_seen, "epochs": epochs,
         "unigram_val_loss": prep.card.get("unigram_validation_loss"),
-        "median_tokens_per_second": sorted(rates)[len(rates) // 2] if rates else None,
-        "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
-        "downstream": downstream_results(state.history),  # latest eval.tasks / eval.harness_tasks metrics
-        "downstream_warnings": downstream_warnings(state.history),  # failed passes (training went on)
-        "history": state.history,
-    }
+    })
+
+
+TRAINING_KEYS = ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "precision",
+                 "median_tokens_per_second", "median_mfu")  # the card's Training table
 
 
 def _model_card(cfg: RunConfig, model_config, n_params: int, data_card: dict, summary: dict,
-                loss_curve: bool = False) -> str:
-    from .hub import LOSS_CURVE, render_model_card
-
-    training = {k: summary[k] for k in ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "precision",
-                                       "median_tokens_per_second", "median_mfu") if summary.get(k) is not None}
-    from .train.metrics import cpu_name
-
-    training["hardware"] = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({cpu_name()})"
-    results = {k: summary[k] for k in ("final_train_loss", "final_val_loss", "final_val_perplexity", "unigram_val_loss")
-               if summary.get(k) is not None}
-    sources = "+".join(data_card.get("sources", {})) or "validation"
-    metrics = [{"metric": metric, "name": name, "value": round(summary[key], 4), "split": "validation",
-                "dataset": f"held-out documents of the training mixture ({sources})", "dataset_type": sources}
-               for key, metric, name in (("final_val_perplexity", "perplexity", "Validation perplexity"),
-                                         ("final_val_loss", "loss", "Validation loss (nats/token)"))
-               if summary.get(key) is not None]
+                pictures: Iterable[str] = ()) -> str:
+    from .cards import run_card, validation_metrics
     from .downstream import card_metrics, card_results
 
     downstream = summary.get("downstream") or {}
-    results.update(card_results(downstream))
-    metrics += card_metrics(downstream, cfg.eval.tasks)
-    return render_model_card(
-        model_name=Path(cfg.output_dir).name, architecture=model_config.model_type, parameters=n_params,
-        data=data_card, training=training, results=results, recipe_yaml=config_to_yaml(cfg),
-        repo_id=cfg.hub.repo_id, metrics=metrics, loss_curve=LOSS_CURVE if loss_curve else None,
-        datasets=[src.path for src in [*cfg.data.sources, *(s for st in cfg.data.stages for s in st.sources)]
-                  if src.format == "hub"],
-    )
+    sources = "+".join(data_card.get("sources", {})) or "validation"
+    return run_card(cfg, summary, architecture=model_config.model_type, parameters=n_params, data=data_card,
+                    training_keys=TRAINING_KEYS, results=card_results(downstream), pictures=pictures,
+                    metrics=[*validation_metrics(summary, sources), *card_metrics(downstream, cfg.eval.tasks)])
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    def f(x: Optional[float], spec: str = ".4f") -> str:
-        return "n/a" if x is None else format(x, spec)
+    from .train.summary import format_summary as frame, na, run_lines
 
-    lines = [
-        "=" * 72,
-        "hf_llm pretraining summary",
-        "-" * 72,
+    facts = [
         f"parameters        {s['parameters']:,}",
-        f"steps / tokens    {s['steps']:,} steps, {s['tokens_seen']:,} tokens ({f(s['epochs'], 'g')} epochs)",
+        f"steps / tokens    {s['steps']:,} steps, {s['tokens_seen']:,} tokens ({na(s['epochs'], 'g')} epochs)",
         f"time              {s['train_seconds']:.0f} s training, {s['wall_seconds']:.0f} s in all, "
         f"{s['processes']} process(es), {s['precision']}",
-        f"throughput        {f(s['median_tokens_per_second'], ',.0f')} tokens/s, MFU {f(s['median_mfu'], '.1%')}",
-        f"train loss        {f(s['final_train_loss'])}",
-        f"validation loss   {f(s['final_val_loss'])} (perplexity {f(s['final_val_perplexity'], '.2f')}); "
-        f"unigram baseline {f(s['unigram_val_loss'])}",
+        f"throughput        {na(s['median_tokens_per_second'], ',.0f')} tokens/s, MFU {na(s['median_mfu'], '.1%')}",
+        *run_lines(s),
         *(f"data stage        {st['name']}: {st['steps']:,} steps, {st['tokens']:,} tokens ({st['sources']})"
           for st in s.get("stages", [])),
-        "-" * 72,
+    ]
+    outputs = [
         f"model (Hub-ready) {s['output_dir']}/model",
         f"checkpoints       {s['output_dir']}/checkpoints",
         f"tensorboard       tensorboard --logdir {s['output_dir']}/logs",
         f"config, summary   {s['output_dir']}/config.yaml, summary.json",
     ]
-    from .hub import format_push_report
-
-    lines += format_push_report(s.get("hub"))
-    for sample in s.get("samples", []):
-        lines += ["-" * 72, f"prompt:  {sample['prompt']}"]
-        for kind in ("greedy", "sampled"):
-            lines.append(f"{kind + ':':8} " + " ".join(sample[kind].split())[:300])
-    lines.append("=" * 72)
-    return "\n".join(lines)
+    return frame("pretraining", s, facts, outputs)

@@ -2,17 +2,15 @@
 
 `build_card` turns the pipeline's measurements into `data_card.json` (the keys pretraining's summary and model card
 read — "train"/"validation" with "tokens", "unigram_validation_loss", "sources", "fingerprint" — plus everything
-else); `render_markdown` writes the same as DATA_CARD.md, with the token-length histogram drawn in Unicode blocks,
-and `write_histogram_png` draws it as a small PNG with numpy and zlib (no plotting library needed).
+else); `write_card_pages` writes the same as DATA_CARD.md (hf_llm.cards.render_data_card, from a template) and
+the pictures it shows (hf_llm.plots: token lengths, rejections by reason).
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -209,144 +207,14 @@ def _plain(x: Any) -> Any:
     return x
 
 
-# --------------------------------------------------------------------------------------------------- markdown
+# ------------------------------------------------------------------------------------------------- card pages
 
 
-def _n(v: Optional[float]) -> str:
-    if v is None:
-        return "–"
-    return f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"
+def write_card_pages(card: dict, folder: Path) -> None:
+    """DATA_CARD.md and the pictures it shows, into the prepared folder (data_card.json is the pipeline's)."""
+    from ..cards import data_card_pictures, render_data_card
 
-
-def bar_chart(hist: dict, width: int = 40) -> str:
-    """The histogram as text: one row per bin, a bar of Unicode eighth-blocks, and the count."""
-    counts = hist.get("counts", [])
-    if not counts or max(counts) == 0:
-        return "(no documents)"
-    blocks = " ▏▎▍▌▋▊▉█"
-    top = max(counts)
-    rows = []
-    for lo, hi, c in zip(hist["edges"][:-1], hist["edges"][1:], counts):
-        eighths = round(c / top * width * 8)
-        bar = "█" * (eighths // 8) + (blocks[eighths % 8] if eighths % 8 else "")
-        rows.append(f"{lo:>7,}–{hi - 1:<7,} {bar:<{width}} {c:,}")
-    return "\n".join(rows)
-
-
-def render_markdown(card: dict) -> str:
-    t, v = card["train"], card["validation"]
-    lines = [
-        "# Data card",
-        "",
-        f"Fingerprint `{card['fingerprint']}` · {'streaming' if card['streaming'] else 'in-memory'} build · "
-        f"tokenizer: {'trained BPE' if card['tokenizer']['trained'] else card['tokenizer']['name_or_path']} "
-        f"({card['vocab_size']:,} tokens{', BOS + EOS' if card['adds_bos'] else ', EOS'} per document)",
-        "",
-        "## Summary",
-        "",
-        "| | documents | tokens | blocks | padding | dropped | fill |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, s in (("train", t), ("validation", v)):
-        lines.append(f"| {name} | {_n(s['documents'])} | {_n(s['tokens'])} | {_n(s['blocks'])} | "
-                     f"{_n(s.get('padding_tokens', 0))} | {_n(s.get('tokens_dropped_at_end', 0))} | "
-                     f"{'–' if s.get('fill') is None else format(s['fill'], '.1%')} |")
-    lines += [
-        "",
-        f"Blocks of {t['seq_len']} tokens, `{t['packing']}` packing; {_n(t['documents_split'])} training documents "
-        f"span more than one block. Rejected: {_n(card['rejected_documents'])} documents (in `rejects/`, each with "
-        f"its reason). Unigram validation loss (the floor a model must beat): {_n(card['unigram_validation_loss'])}.",
-        "",
-        "## Steps",
-        "",
-        "| step | documents in | documents out | characters in | characters out | tokens in | tokens out | rejected |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for s in card["steps"]:
-        rejected = ", ".join(f"{k}: {n:,}" for k, n in s["rejected"].items()) or "–"
-        lines.append(f"| {s['step']} | {_n(s['documents_in'])} | {_n(s['documents_out'])} | "
-                     f"{_n(s['characters_in'])} | {_n(s['characters_out'])} | {_n(s['tokens_in'])} | "
-                     f"{_n(s['tokens_out'])} | {rejected} |")
-    lines += ["", "Tokens are counted on the cleaned text, so the read step has none.", "", "## Sources", "",
-              "| source | format | weight | docs in | docs out | chars out | tokens out | train docs | drawn | "
-              "passes | token share |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for label, s in card["sources"].items():
-        lines.append(f"| {label} | {s['format']} | {s['weight']} | {_n(s['documents_in'])} | "
-                     f"{_n(s['documents_out'])} | {_n(s['characters_out'])} | {_n(s['tokens_out'])} | "
-                     f"{_n(s['train_documents'])} | {_n(s['mixture_documents'])} | {s['mixture_passes']} | "
-                     f"{s['mixture_token_share']:.1%} |")
-    lines += ["", f"Mixed by {card['mixture']['mix_by']} (seed {card['mixture']['seed']}).", "",
-              "## Rejections", "", "| reason | documents |", "|---|---:|"]
-    lines += [f"| {r} | {n:,} |" for r, n in card["rejections"].items()] or ["| (none) | 0 |"]
-    f = card["filters"]
-    on = ", ".join(name for name, enabled in f["enabled"].items() if enabled) or "none"
-    lines += ["", f"## Filters (preset `{f['preset']}`: {on})", "",
-              f"{f['rejected']:,} of {f['documents_checked']:,} documents rejected "
-              f"({f['rejected'] / max(1, f['documents_checked']):.1%}).", ""]
-    if f["rules"]:
-        lines += ["| rule | documents | share | characters |", "|---|---:|---:|---:|"]
-        lines += [f"| {rule} | {r['documents']:,} | {r['share']:.1%} | {r['characters']:,} |"
-                  for rule, r in f["rules"].items()]
-        for rule, r in f["rules"].items():
-            lines += ["", f"`{rule}`, e.g.:"]
-            lines += [f"- `{ex['origin']}`: {ex['text']}" for ex in r["examples"]]
-    problems = card["read_problems"]
-    if problems["count"]:
-        lines += ["", f"Unreadable rows: {problems['count']:,}; the first ones:", ""]
-        lines += [f"- `{p}`" for p in problems["first"][:20]]
-    pii = card["pii_replaced"]
-    lines += ["", f"PII replaced with placeholders: {pii['email']:,} e-mail addresses, {pii['ip']:,} IP addresses, "
-              f"{pii['phone']:,} phone numbers.", "", "## Duplicates", ""]
-    for kind, c in card["duplicate_clusters"].items():
-        lines.append(f"- **{kind}**: {c['clusters']:,} clusters of two or more, {c['documents_removed']:,} documents "
-                     f"removed (one kept per cluster)")
-        lines += [f"  - {x['size']:,} copies of `{x['kept']}`" for x in c["largest"]]
-    if not card["duplicate_clusters"]:
-        lines.append("Deduplication was disabled.")
-    d = card["decontamination"]
-    lines += ["", "## Decontamination", ""]
-    if d["enabled"]:
-        lines += [f"- {name}: {n:,} documents removed (shared a {d['ngram']}-word n-gram)"
-                  for name, n in d["removed"].items()]
-    else:
-        lines.append("Disabled (enable with data.decontam.enabled=true and eval_files / eval_datasets).")
-    h = card["token_length_histogram"]
-    lines += ["", "## Document length (tokens)", "", "![token lengths](token_lengths.png)", "", "```",
-              bar_chart(h), "```", ""]
-    if h.get("documents"):
-        lines.append(f"{h['documents']:,} kept documents; mean {h['mean']:,}, median {h['p50']:,.0f}, "
-                     f"p90 {h['p90']:,.0f}, p99 {h['p99']:,.0f}, max {h['max']:,} tokens.")
-    lines += ["", "## Timings (seconds)", "", " · ".join(f"{k} {v:.1f}" for k, v in card["timings_seconds"].items()),
-              ""]
-    return "\n".join(lines)
-
-
-# -------------------------------------------------------------------------------------------------------- PNG
-
-
-def write_histogram_png(hist: dict, path: str | Path, width: int = 480, height: int = 160) -> None:
-    """The histogram as bars on a white canvas, one bar per bin (log2 token lengths, left to right)."""
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
-    counts = hist.get("counts", [])
-    if counts and max(counts) > 0:
-        n, pad = len(counts), 8
-        slot = (width - 2 * pad) / n
-        for k, c in enumerate(counts):
-            h = int(round(c / max(counts) * (height - 2 * pad)))
-            x0, x1 = int(pad + k * slot + 1), int(pad + (k + 1) * slot - 1)
-            if h and x1 > x0:
-                img[height - pad - h : height - pad, x0:x1] = (70, 110, 180)
-        img[height - pad, pad : width - pad] = (0, 0, 0)  # the axis
-    Path(path).write_bytes(png_bytes(img))
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """A minimal PNG (8-bit RGB, no filtering) from an (h, w, 3) uint8 array."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    pictures = data_card_pictures(card)
+    for name, png in pictures.items():
+        (folder / name).write_bytes(png)
+    (folder / "DATA_CARD.md").write_text(render_data_card(card, pictures))

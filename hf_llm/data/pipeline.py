@@ -13,7 +13,7 @@ The folder (`build_prepared_data`; `scripts/pretrain.py` builds one on the fly o
     rejects/             every dropped row with its original columns, `reason` and `detail` (none: 0 rows)
     documents/           (data.save_documents) the kept, cleaned documents with their extra columns
     tokenizer/           a transformers fast tokenizer
-    data_card.json, DATA_CARD.md, token_lengths.png, data_config.yaml
+    data_card.json, DATA_CARD.md, token_lengths.png, rejections.png (when any), data_config.yaml
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 from ..config import DataConfig, PrepareDataConfig, TokenizerConfig, config_to_yaml
 from ..io import publishing
 from .batches import BATCH, iter_batches
-from .card import CardInputs, build_card, render_markdown, write_histogram_png
+from .card import CardInputs, build_card, write_card_pages
 from .decontam import build_index_from_config
 from .emit import emit
 from .mixture import validation_size
@@ -174,8 +174,7 @@ def _run(data: DataConfig, tok_cfg: TokenizerConfig, out: Path, work: Path) -> N
     card = build_card(inputs)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     (out / "data_card.json").write_text(json.dumps(card, indent=2))
-    write_histogram_png(card["token_length_histogram"], out / "token_lengths.png")
-    (out / "DATA_CARD.md").write_text(render_markdown(card))
+    write_card_pages(card, out)
 
 
 def clean_sources(data: DataConfig, work: Path) -> tuple[list, Any, list, Keys]:

@@ -20,6 +20,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def hardware_name() -> str:
+    """What trains here, as a model card names it: the GPU, or the CPU model."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({cpu_name()})"
+
+
 def measure_matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
     """Best-of-`repeats` FLOP/s of an n×n×n matmul: the practical peak MFU is measured against on a CPU."""
     # Its own generator: this runs after a resumed run restored the global RNG, which dropout then draws from.

@@ -234,7 +234,7 @@ def tracker_config(cfg: Any) -> dict[str, Any]:
     and nulls as JSON text. Scrubbed of tokens: a token pasted into a value (a URL, say) must not leave the machine."""
     import json
 
-    from ..hub import hub_token, scrub
+    from ..auth import hub_token, scrub
 
     secrets = [s for s in (hub_token(), *map(os.environ.get, TRACKER_SECRETS)) if s]
 
@@ -262,7 +262,7 @@ def start_trackers(accelerator, cfg: Any, out: Path) -> None:
     train, trackers = cfg.train, cfg.train.trackers
     if not trackers or not accelerator.is_main_process:
         return
-    from ..hub import scrub
+    from ..auth import scrub
 
     name = out.resolve().name
     init_kwargs: dict[str, dict[str, Any]] = {"wandb": {"name": name}, "mlflow": {"run_name": name}}

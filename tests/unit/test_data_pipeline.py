@@ -4,6 +4,7 @@ mixing, streaming == in-memory, the data card, and clear errors."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,9 @@ def test_data_card_contents(built, corpus):
     for section in ("## Summary", "## Steps", "## Sources", "## Rejections", "## Duplicates", "## Document length"):
         assert section in md
     assert "█" in md and (built.path / "token_lengths.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # DATA_CARD.md shows exactly the pictures written beside it (rejections: the fixture has some).
+    shown = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md))
+    assert shown == {p.name for p in built.path.glob("*.png")} == {"token_lengths.png", "rejections.png"}
     assert (built.path / "tokenizer" / "tokenizer.json").is_file()
 
 

@@ -133,7 +133,7 @@ def test_evaluate_script_writes_results_samples_and_card(tmp_path, corpus):
 
     from hf_llm.cli import run_cli
     from hf_llm.evaluation import run_evaluation
-    from hf_llm.hub import render_model_card
+    from hf_llm.cards import render_model_card
 
     tok = _tokenizer(corpus, 300)
     model_dir = tmp_path / "model"

@@ -134,6 +134,10 @@ def test_outputs_name_base_data_and_template(lora_run, base_model):
     assert f"base_model: {base_model}" in card and "chat_sample" in card
     assert "sft.chat_template (the tokenizer had none)" in card and "AutoPeftModelForCausalLM" in card
     assert "AutoPeftModelForCausalLM" not in (Path(summary["merged_dir"]) / "README.md").read_text()
+    # Both jobs name the hardware alike (fine-tuning's card once said "CPU" where pretraining's named the CPU).
+    pretrained = (base_model / "README.md").read_text().splitlines()
+    (hardware,) = [line for line in pretrained if line.startswith("| hardware")]
+    assert hardware in card.splitlines()
     tok = AutoTokenizer.from_pretrained(str(adapter))
     assert tok.chat_template == DEFAULT_CHAT_TEMPLATE  # inference renders prompts as training did
     saved = json.loads((out / "summary.json").read_text())

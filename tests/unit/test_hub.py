@@ -1,8 +1,9 @@
 """Pushing to a fake Hub on 127.0.0.1 (tests/hub_server.py): files, branches, background uploads, failures that
-never kill training, and a token that never leaks. Model and dataset cards round-trip through huggingface_hub."""
+never kill training, and a token that never leaks. The cards themselves: tests/unit/test_cards.py."""
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import yaml
 
 from hf_llm.config import HubConfig, load_config
 from hf_llm.errors import ConfigError
-from hf_llm.hub import CheckpointPusher, check_push_ready, detect_repo_type, push_folder, render_model_card, retry_command, scrub
+from hf_llm.auth import scrub
+from hf_llm.hub import CheckpointPusher, check_push_ready, detect_repo_type, push_folder, retry_command
 from hf_llm.errors import HubPushError
 from hf_llm.pretrain import run_pretraining
 
@@ -81,7 +83,7 @@ def test_dataset_folder_is_pushed_as_a_dataset_with_its_card(tmp_path, online):
     readme = files["README.md"].decode()
     assert readme.startswith("---\n") and "| train | 10 | 1,000 | 15 | 64 |" in readme
     (tmp_path / "prepared" / "DATA_CARD.md").write_text("# My data\n\nWritten by hand.\n")
-    from hf_llm.hub import dataset_readme
+    from hf_llm.cards import dataset_readme
 
     assert dataset_readme(folder).endswith("# My data\n\nWritten by hand.\n")
 
@@ -114,6 +116,8 @@ def test_pretraining_pushes_checkpoints_in_the_background_and_the_final_model(tm
                  "loss_curve.png"):
         assert name in main and name in repo.branches["step-3"], name
     assert main["loss_curve.png"].startswith(b"\x89PNG")
+    shown = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", main["README.md"].decode()))
+    assert shown == {"loss_curve.png", "learning_rate.png"} and shown <= set(main)  # the card's pictures went up
     assert summary["hub"]["final"]["pushed"] and all(c["pushed"] for c in summary["hub"]["checkpoints"])
     assert not (out / "hub-exports" / "step-3").exists()  # uploaded, then removed
 
@@ -194,20 +198,3 @@ def test_push_needs_a_token_and_network(monkeypatch):
         load_config(None, ["hub.push=true"])
     with pytest.raises(ConfigError, match="multiple of train.save_every"):
         load_config(None, ["hub.push=true", "hub.repo_id=me/x", "hub.push_every=7", "train.save_every=5"])
-
-
-def test_model_card_metadata_round_trips():
-    from huggingface_hub import ModelCard
-
-    text = render_model_card(
-        "tiny", "llama", 1234, {"sources": {"web": {"documents_in": 3}}, "train": {"tokens": 10, "seq_len": 8}},
-        {"tokens_seen": 10, "median_mfu": 0.01}, {"final_val_loss": 2.0}, "train:\n  lr: 0.001\n",
-        repo_id="me/tiny", datasets=["HuggingFaceFW/fineweb"], loss_curve="loss_curve.png",
-        metrics=[{"metric": "perplexity", "value": 7.39, "dataset": "held out", "dataset_type": "web",
-                  "split": "validation"}],
-    )
-    card = ModelCard(text)
-    assert card.data.datasets == ["HuggingFaceFW/fineweb"] and card.data.model_name == "tiny"
-    (result,) = card.data.eval_results
-    assert (result.metric_type, result.metric_value, result.dataset_split) == ("perplexity", 7.39, "validation")
-    assert ModelCard(str(card)).data.to_dict() == card.data.to_dict()

@@ -36,8 +36,9 @@ def shard(files: list[str], rank: int, world: int) -> list[str]:
 @contextlib.contextmanager
 def task_output(final: Path) -> Iterator[Path]:
     """A folder written in full or not at all: built under a temporary name, renamed to `final` at the end."""
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed attempt at this same task
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     yield tmp
     shutil.rmtree(final, ignore_errors=True)  # a complete output whose task was not yet marked complete

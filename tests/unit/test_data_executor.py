@@ -194,3 +194,14 @@ def test_executor_config_is_checked():
         load_config(None, ["executor.kind=spark"], schema=PrepareDataConfig)
     with pytest.raises(Exception, match="partition"):
         load_config(None, ["executor.kind=slurm"], schema=PrepareDataConfig)
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[2] / "configs" / "data").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_data_recipes_load_and_move_to_a_cluster_unchanged(recipe):
+    from hf_llm.data.pipeline import data_fingerprint
+
+    here = load_config(recipe, schema=PrepareDataConfig)
+    there = load_config(recipe, ["executor.kind=slurm", "executor.partition=cpu", "executor.tasks=512"],
+                        schema=PrepareDataConfig)
+    assert data_fingerprint(here.data, here.tokenizer) == data_fingerprint(there.data, there.tokenizer)

@@ -470,13 +470,13 @@ class PackStep(HfLlmStep):
             e.representative_origins = dict(tp["origins"])
             is_rep = np.zeros(int(plan.offsets[-1]), dtype=bool)  # origins come from the plan, not from this pass
             for i, spec in enumerate(self.specs):
-                cleaned = Dataset.from_file(str(self.clean_dir(rank) / CHUNK.format(s=i)))
-                ds = tokenize_documents(cleaned, encoder, plan.kept(i), tokenizer, bos, data, spec.label)
                 drawn = np.zeros(3, dtype=np.int64)
                 e.tokens_by_code.append(np.zeros(len(keys.reasons), dtype=np.int64))
-                if len(cleaned):
+                cleaned = Dataset.from_file(str(self.clean_dir(rank) / CHUNK.format(s=i)))
+                if len(cleaned):  # a task may hold no file of a source
+                    ds = tokenize_documents(cleaned, encoder, plan.kept(i), tokenizer, bos, data, spec.label)
                     _first_pass(i, ds, spec, plan, tp["passes"][i], keys, is_rep, sinks, e, drawn)
-                for rows in tp["passes"][i][1:]:  # upsampled sources: their further passes, as emit() does
+                for rows in tp["passes"][i][1:] if len(cleaned) else []:  # upsampled: further passes, as emit() does
                     for idx, b in iter_batches(ds, ["input_ids"], rows):
                         flat, n = token_ids(b["input_ids"], vocab)
                         sinks.pack("train", flat, n, e)

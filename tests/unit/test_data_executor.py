@@ -205,3 +205,15 @@ def test_data_recipes_load_and_move_to_a_cluster_unchanged(recipe):
     there = load_config(recipe, ["executor.kind=slurm", "executor.partition=cpu", "executor.tasks=512"],
                         schema=PrepareDataConfig)
     assert data_fingerprint(here.data, here.tokenizer) == data_fingerprint(there.data, there.tokenizer)
+
+
+def test_weighted_sources_with_tasks_that_hold_no_file_of_one(tmp_path, prepared):
+    """Two sources of one file each on 2 tasks: each task has an empty chunk; the upsampled mixture is as in process."""
+    _, corpus = prepared
+    sources = f"data.sources=[{{path: '{corpus}/part-0.jsonl'}}, {{path: '{corpus}/part-1.jsonl', weight: 2}}]"
+    cards = [ex.prepare_data(prepare_config(corpus, tmp_path / name, sources, *extra)) for name, extra in
+             (("inproc", ()), ("local", ("executor.kind=local", "executor.tasks=2", "executor.workers=1",
+                                         "executor.dedup_tasks=1")))]
+    assert cards[1]["mixture"] == cards[0]["mixture"] and cards[0]["mixture"]["sources"]["part-1"]["mixture_passes"] == 2
+    docs = ("origin", "text", "split")
+    assert rows(tmp_path / "local", "documents", docs) == rows(tmp_path / "inproc", "documents", docs)

@@ -331,7 +331,8 @@ def executor_comparison(common: list[str], tasks: int) -> dict:
                      "workers_2_vs_in_process": round(runs["workers_2"]["documents_per_second"] / base, 2),
                      "workers_2_vs_workers_1": round(runs["workers_2"]["documents_per_second"] /
                                                      runs["workers_1"]["documents_per_second"], 2)}
-    runs["same_kept_documents"] = len({r["documents_kept"] for k, r in runs.items() if k.startswith(("in_", "work"))}) == 1
+    kept = {runs[k]["documents_kept"] for k in ("in_process", "workers_1", "workers_2")}
+    runs["same_kept_documents"] = len(kept) == 1
     return runs
 
 

@@ -127,8 +127,8 @@ def run_on_executor(cfg: PrepareDataConfig) -> dict[str, Any]:
     executors[-1].run()
     root = work_root(cfg)
     if cfg.executor.kind == "slurm":
-        print(f"submitted {len(executors)} Slurm stages ({', '.join(STAGES)}); logs and completions in {root / 'logs'}; "
-              f"the prepared folder appears at {cfg.output_dir} when the merge job ends")
+        print(f"submitted {len(executors)} Slurm stages ({', '.join(STAGES)}); logs and completions in "
+              f"{root / 'logs'}; the prepared folder appears at {cfg.output_dir} when the merge job ends")
         return {"submitted": [getattr(e, "job_id", None) for e in executors], "work_dir": str(root)}
     out = Path(cfg.output_dir)
     card_path = out / "data_card.json"

@@ -12,7 +12,7 @@ import contextlib
 import os
 import pickle
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -242,7 +242,8 @@ class NearStep(HfLlmStep):
             cand, band_keys = [], []
             for r, s in lay.chunks():
                 keys = task_keys(self.root, r)
-                local = np.flatnonzero((keys.status[s] == KEPT) & ~dropped[lay.start(r, s) + np.arange(lay.counts[r, s])])
+                start = lay.start(r, s)
+                local = np.flatnonzero((keys.status[s] == KEPT) & ~dropped[start : start + lay.counts[r, s]])
                 sig = table.chunk(r, s)[local][:, cols]
                 cand.append(lay.start(r, s) + local)
                 band_keys.append(_band_keys(sig, SimpleNamespace(bands=len(bands), rows=near.rows)))
@@ -308,7 +309,8 @@ class PlanStep(HfLlmStep):
         with task_output(self.out("plan")) as tmp:
             tokenizer = self.tokenizer(lay, plan)
             if data.packing == "best_fit" and tokenizer.pad_token_id is None:
-                raise DataError("data.packing=best_fit needs a tokenizer with a pad token; set one or use packing=concat")
+                raise DataError("data.packing=best_fit needs a tokenizer with a pad token; set one or use "
+                                "packing=concat")
             tokenizer.save_pretrained(str(tmp / "tokenizer"))
             save({"keys": keys, "plan": plan, "passes": passes, "origins": origins, "counts": lay.counts},
                  tmp / "plan.pkl")
@@ -447,7 +449,8 @@ class PackStep(HfLlmStep):
         from .tokenizer import BatchEncoder, adds_bos, load_tokenizer
         from .batches import token_ids
 
-        data = self.cfg.data
+        # One process per task: a datatrove worker is daemonic and may not start datasets.map workers of its own.
+        data = replace(self.cfg.data, num_proc=1)
         tp = load(self.out("plan") / f"task-{rank:05d}.pkl")
         tokenizer = load_tokenizer(str(self.out("plan") / "tokenizer"))
         bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None

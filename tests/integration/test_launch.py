@@ -123,7 +123,8 @@ def test_two_process_pretraining_on_executor_shards(tmp_path, small_corpus):
     assert len(list((data / "train").glob("data-*-of-00003.arrow"))) == 3
     out = tmp_path / "run"
     _launch([*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-             "--dynamo_backend", "no", "scripts/pretrain.py", *tiny_overrides(out, small_corpus, f"data.prepared={data}")],
+             "--dynamo_backend", "no", "scripts/pretrain.py",
+             *tiny_overrides(out, small_corpus, f"data.prepared={data}")],
             _env(ACCELERATE_USE_CPU="1"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 6

@@ -214,6 +214,7 @@ def test_weighted_sources_with_tasks_that_hold_no_file_of_one(tmp_path, prepared
     cards = [ex.prepare_data(prepare_config(corpus, tmp_path / name, sources, *extra)) for name, extra in
              (("inproc", ()), ("local", ("executor.kind=local", "executor.tasks=2", "executor.workers=1",
                                          "executor.dedup_tasks=1")))]
-    assert cards[1]["mixture"] == cards[0]["mixture"] and cards[0]["mixture"]["sources"]["part-1"]["mixture_passes"] == 2
+    assert cards[1]["mixture"] == cards[0]["mixture"]
+    assert cards[0]["mixture"]["sources"]["part-1"]["mixture_passes"] == 2
     docs = ("origin", "text", "split")
     assert rows(tmp_path / "local", "documents", docs) == rows(tmp_path / "inproc", "documents", docs)

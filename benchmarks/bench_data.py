@@ -314,6 +314,8 @@ def stage_executor(corpus: Path, work: Path, workers: int, tasks: int) -> dict:
     card = prepare_data(cfg)
     seconds = time.perf_counter() - t
     memory = {**sampler.stop(), **tree.stop()}
+    if workers <= 1:  # tasks run in this process (the children seen are datatrove's manager processes)
+        memory["peak_rss_per_worker_mb"] = peak_rss_mb()["peak_rss_mb"]
     read = card["steps"][0]["documents_in"]
     kept = card["split"]["train_documents"] + card["split"]["validation_documents"]
     shutil.rmtree(out, ignore_errors=True)

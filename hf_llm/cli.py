@@ -47,7 +47,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "prepare-data": Command(
         "sources → cleaned, deduplicated, decontaminated, tokenised, packed folder (train/ validation/ rejects/ "
-        "tokenizer/ data card); pretrain on it with data.prepared=OUTPUT_DIR",
+        "tokenizer/ data card), in process or on datatrove's executors (executor.kind=local|slurm|ray); pretrain on "
+        "it with data.prepared=OUTPUT_DIR",
         "hf_llm.data.executor:prepare_data", "hf_llm.config:PrepareDataConfig", "configs/data/sample.yaml",
         info_logging=True),
     "plan": Command(

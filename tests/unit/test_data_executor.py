@@ -218,3 +218,22 @@ def test_weighted_sources_with_tasks_that_hold_no_file_of_one(tmp_path, prepared
     assert cards[0]["mixture"]["sources"]["part-1"]["mixture_passes"] == 2
     docs = ("origin", "text", "split")
     assert rows(tmp_path / "local", "documents", docs) == rows(tmp_path / "inproc", "documents", docs)
+
+
+def test_slurm_resubmission_runs_only_unfinished_tasks(tmp_path, monkeypatch, prepared):
+    from datatrove.executor import slurm
+
+    _, corpus = prepared
+    submitted: list[str] = []
+    monkeypatch.setattr(slurm, "launch_slurm_job", lambda contents, *a: submitted.append(contents) or "1")
+    cfg = prepare_config(corpus, tmp_path / "out", "executor.kind=slurm", "executor.partition=cpu", "executor.tasks=8")
+    done = ex.work_root(cfg) / "logs" / "clean" / "completions"
+    done.mkdir(parents=True)
+    for rank in (0, 1, 5):  # what a first submission finished before its jobs were cancelled
+        (done / f"{rank:05d}").touch()
+    ex.prepare_data(cfg)
+    clean = next(c for c in submitted if "--job-name=hf_llm-data-clean" in c)
+    assert "#SBATCH --array=0-4" in clean
+    ranks = json.loads((ex.work_root(cfg) / "logs" / "clean" / "ranks_to_run.json").read_text())
+    assert ranks == [2, 3, 4, 6, 7]
+

@@ -17,7 +17,6 @@ from hf_llm.data.pipeline import load_prepared
 from ..conftest import sample_documents
 from ..corpora import edit_words
 
-pytest.importorskip("datatrove")
 
 
 def write_corpus(root: Path, n: int = 140, files: int = 6) -> Path:

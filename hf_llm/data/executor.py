@@ -1,7 +1,7 @@
 """prepare_data on datatrove's executors (local processes, Slurm, Ray): the same steps, sharded into tasks.
 
 `executor.kind=local|slurm|ray` runs the recipe's data section as six datatrove stages, each an executor whose
-pipeline is one of our steps (hf_llm.data.task_steps); every stage waits for the one before (Slurm: `afterok`):
+pipeline is one of our steps (hf_llm.data.task_steps, task_pack); every stage waits for the one before (Slurm: `afterok`):
 
     clean  (executor.tasks)       read a contiguous shard of every source's files; `clean_keys_batch` on each batch
                                   → cleaned rows (Arrow) + keys (`collect_keys`) + MinHash signatures, per task
@@ -70,7 +70,11 @@ def build_executors(cfg: PrepareDataConfig) -> list:
     """One datatrove executor per stage, each depending on the one before; running the last runs (or, on Slurm,
     submits) them all."""
     from .sources import open_source
-    from .task_steps import STEP_CLASSES
+    from .task_pack import MergeStep, PackStep
+    from .task_steps import CleanStep, ExactStep, NearStep, PlanStep
+
+    step_classes = {"clean": CleanStep, "exact": ExactStep, "near": NearStep, "plan": PlanStep, "pack": PackStep,
+                    "merge": MergeStep}
 
     specs = [open_source(src) for src in cfg.data.sources]  # path, format and column errors before any job starts
     root = work_root(cfg)
@@ -79,7 +83,7 @@ def build_executors(cfg: PrepareDataConfig) -> list:
     tasks = stage_tasks(cfg, n_bands)
     executors: list = []
     for stage in STAGES:
-        step = STEP_CLASSES[stage](cfg, specs, str(root), tasks)
+        step = step_classes[stage](cfg, specs, str(root), tasks)
         prev = executors[-1] if executors else None
         executors.append(_executor(cfg.executor, stage, step, tasks[stage], root, prev))
     return executors

@@ -11,7 +11,7 @@ import pytest
 
 from hf_llm.config import PrepareDataConfig, load_config
 from hf_llm.data import executor as ex
-from hf_llm.data import task_steps
+from hf_llm.data import task_pack, task_steps
 from hf_llm.data.pipeline import load_prepared
 
 from ..conftest import sample_documents
@@ -98,19 +98,19 @@ def test_killed_stage_reruns_only_its_unfinished_tasks(tmp_path, monkeypatch, pr
     _, corpus = prepared
     cfg = prepare_config(corpus, tmp_path / "out", "executor.kind=local", "executor.tasks=4", "executor.workers=1",
                          "executor.dedup_tasks=2")
-    original = task_steps.PackStep.work
+    original = task_pack.PackStep.work
 
     def killed(self, rank, world):
         if rank == 2:  # dies midway: after tokenising, while its shard files are half written
-            original_finish = task_steps.save
-            monkeypatch.setattr(task_steps, "save", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
+            original_finish = task_pack.save
+            monkeypatch.setattr(task_pack, "save", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
             try:
                 return original(self, rank, world)
             finally:
-                monkeypatch.setattr(task_steps, "save", original_finish)
+                monkeypatch.setattr(task_pack, "save", original_finish)
         return original(self, rank, world)
 
-    monkeypatch.setattr(task_steps.PackStep, "work", killed)
+    monkeypatch.setattr(task_pack.PackStep, "work", killed)
     with pytest.raises(RuntimeError, match="killed"):
         ex.prepare_data(cfg)
     work = ex.work_root(cfg)
@@ -121,7 +121,7 @@ def test_killed_stage_reruns_only_its_unfinished_tasks(tmp_path, monkeypatch, pr
     first = {p: p.stat().st_mtime_ns for p in (work / "work" / "clean").glob("*/keys.pkl")}
     kept = (work / "work" / "pack" / "00000" / "stats.pkl").stat().st_mtime_ns
 
-    monkeypatch.setattr(task_steps.PackStep, "work", original)
+    monkeypatch.setattr(task_pack.PackStep, "work", original)
     card = ex.prepare_data(cfg)  # the same command again
     assert {p: p.stat().st_mtime_ns for p in first} == first  # completed stages were skipped
     assert (work / "work" / "pack" / "00000" / "stats.pkl").stat().st_mtime_ns == kept  # so were finished tasks

@@ -1,7 +1,8 @@
 """prepare_data on datatrove's executors (local processes, Slurm, Ray): the same steps, sharded into tasks.
 
 `executor.kind=local|slurm|ray` runs the recipe's data section as six datatrove stages, each an executor whose
-pipeline is one of our steps (hf_llm.data.task_steps, task_pack); every stage waits for the one before (Slurm: `afterok`):
+pipeline is one of our steps (hf_llm.data.task_steps, task_pack); every stage waits for the one before (Slurm:
+`afterok`):
 
     clean  (executor.tasks)       read a contiguous shard of every source's files; `clean_keys_batch` on each batch
                                   → cleaned rows (Arrow) + keys (`collect_keys`) + MinHash signatures, per task

@@ -18,6 +18,10 @@ the words replaced) for the dedup stage to find. Measurements, each in a fresh p
   pipeline   `build_prepared_data` with the default recipe (configs/data/sample.yaml settings) on the whole
              corpus: documents per second, per-step timings, peak RSS of the process and of its workers.
   pipeline_streaming  the same with data.streaming=true (memory comparison).
+  executor   (--executor) the same recipe on datatrove's local executor (hf_llm/data/executor.py) at 1 and 2
+             workers vs the in-process path, all on the corpus split into --tasks files (a task reads whole files):
+             documents per second, the scaling ratio, and the peak RSS of each worker process (sampled from /proc).
+             `python benchmarks/bench_data.py --executor --mb 100` runs only this comparison.
 
 Prints one JSON document and writes it to --out. The machine is shared: timings are what one run saw.
 """
@@ -270,6 +274,93 @@ def stage_pipeline(corpus: Path, work: Path, num_proc: int, streaming: bool) -> 
     return result
 
 
+def split_corpus(corpus: Path, parts: int) -> Path:
+    """The corpus as `parts` files of consecutive lines (the executor shards by file); both paths read this folder."""
+    folder = corpus.with_name(f"{corpus.stem}_{parts}parts")
+    if not folder.is_dir():
+        lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+        folder.mkdir()
+        for k in range(parts):
+            (folder / f"part-{k:03d}.jsonl").write_text("".join(lines[k * len(lines) // parts:
+                                                                      (k + 1) * len(lines) // parts]))
+    return folder
+
+
+class TreeMemory(threading.Thread):
+    """Peak RSS of every descendant process (the executor's workers), polled every 0.2 s."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peaks: dict[int, float] = {}
+        self.running = True
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while self.running:
+            for child in me.children(recursive=True):
+                try:
+                    self.peaks[child.pid] = max(self.peaks.get(child.pid, 0.0), child.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+            time.sleep(0.2)
+
+    def stop(self) -> dict:
+        self.running = False
+        self.join()
+        top = sorted(self.peaks.values(), reverse=True)
+        return {"peak_rss_per_worker_mb": round(top[0], 1) if top else None, "processes_seen": len(top)}
+
+
+def stage_executor(corpus: Path, work: Path, workers: int, tasks: int) -> dict:
+    """`prepare_data` on the local executor (workers > 0) or in process (workers == 0) on the split corpus."""
+    import shutil
+
+    from hf_llm.config import PrepareDataConfig, load_config
+    from hf_llm.data.executor import prepare_data
+
+    folder = split_corpus(corpus, tasks)
+    out = work / f"prepared_executor_{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(f"{out}.executor", ignore_errors=True)
+    extra = ([] if workers == 0 else
+             ["executor.kind=local", f"executor.tasks={tasks}", f"executor.workers={workers}",
+              f"executor.dedup_tasks={tasks}"])
+    cfg = load_config(REPO / "configs" / "data" / "sample.yaml", [
+        f"output_dir={out}", f"data.sources=[{{path: '{folder}'}}]", "tokenizer.max_train_documents=20000", *extra,
+    ], schema=PrepareDataConfig)
+    tree, sampler = TreeMemory(), MemorySampler()
+    tree.start()
+    sampler.start()
+    t = time.perf_counter()
+    card = prepare_data(cfg)
+    seconds = time.perf_counter() - t
+    memory = {**sampler.stop(), **tree.stop()}
+    if workers <= 1:  # tasks run in this process (the children seen are datatrove's manager processes)
+        memory["peak_rss_per_worker_mb"] = peak_rss_mb()["peak_rss_mb"]
+    read = card["steps"][0]["documents_in"]
+    kept = card["split"]["train_documents"] + card["split"]["validation_documents"]
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(f"{out}.executor", ignore_errors=True)
+    return {"workers": workers, "tasks": tasks if workers else None, "seconds": round(seconds, 1),
+            "documents_in": read, "documents_kept": kept, "documents_per_second": round(read / seconds, 1),
+            "rejections": card["rejections"], "step_seconds": card["timings_seconds"], **memory}
+
+
+def executor_comparison(common: list[str], tasks: int) -> dict:
+    runs = {f"workers_{w}" if w else "in_process": run_stage(["--stage", "executor", "--workers", str(w),
+                                                             "--tasks", str(tasks), *common]) for w in (0, 1, 2)}
+    base = runs["in_process"]["documents_per_second"]
+    runs["ratio"] = {"workers_1_vs_in_process": round(runs["workers_1"]["documents_per_second"] / base, 2),
+                     "workers_2_vs_in_process": round(runs["workers_2"]["documents_per_second"] / base, 2),
+                     "workers_2_vs_workers_1": round(runs["workers_2"]["documents_per_second"] /
+                                                     runs["workers_1"]["documents_per_second"], 2)}
+    kept = {runs[k]["documents_kept"] for k in ("in_process", "workers_1", "workers_2")}
+    runs["same_kept_documents"] = len(kept) == 1
+    return runs
+
+
 # -------------------------------------------------------------------------------------------------------- main
 
 
@@ -340,6 +431,10 @@ def main() -> None:
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "hf_llm_bench_data"),
                    help="corpora and outputs (hundreds of MB; kept between runs, outside the checkout)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_data.json"))
+    p.add_argument("--executor", action="store_true",
+                   help="only compare the local executor (1 and 2 workers) with the in-process path on --mb MB")
+    p.add_argument("--tasks", type=int, default=4, help="executor tasks (and files the corpus is split into)")
+    p.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--stage", help=argparse.SUPPRESS)
     a = p.parse_args()
     work = Path(a.work)
@@ -354,6 +449,9 @@ def main() -> None:
     if a.stage == "corpus":
         print(json.dumps(corpus_info(corpus, a.mb)))
         return
+    if a.stage == "executor":
+        print(json.dumps(stage_executor(corpus, work, a.workers, a.tasks)))
+        return
     if a.stage in ("pipeline", "pipeline_streaming"):
         print(json.dumps(stage_pipeline(corpus, work, a.num_proc, a.stage == "pipeline_streaming")))
         return
@@ -362,6 +460,16 @@ def main() -> None:
     load_before = os.getloadavg()
     info = corpus_info(corpus, a.mb)
     common = ["--mb", str(a.mb), "--work", str(work), "--num-proc", str(a.num_proc)]
+    if a.executor:
+        result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                              "load_average_at_start": [round(x, 2) for x in load_before]},
+                  "corpus": info, "executor": executor_comparison(common, a.tasks)}
+        result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        out = Path(a.out).with_name("bench_data_executor.json") if a.out.endswith("bench_data.json") else Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_at_start": [round(x, 2) for x in load_before]},

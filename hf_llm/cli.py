@@ -47,8 +47,9 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "prepare-data": Command(
         "sources → cleaned, deduplicated, decontaminated, tokenised, packed folder (train/ validation/ rejects/ "
-        "tokenizer/ data card); pretrain on it with data.prepared=OUTPUT_DIR",
-        "hf_llm.data.pipeline:run_prepare_data", "hf_llm.config:PrepareDataConfig", "configs/data/sample.yaml",
+        "tokenizer/ data card), in process or on datatrove's executors (executor.kind=local|slurm|ray); pretrain on "
+        "it with data.prepared=OUTPUT_DIR",
+        "hf_llm.data.executor:prepare_data", "hf_llm.config:PrepareDataConfig", "configs/data/sample.yaml",
         info_logging=True),
     "plan": Command(
         "size, tokens, time and per-GPU memory of a run, and the launch it needs (ZeRO stage, batch, accumulation)",

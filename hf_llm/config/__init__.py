@@ -152,6 +152,38 @@ def check_stages(data: DataConfig) -> None:
         ends[key].append(value)
 
 
+EXECUTOR_KINDS = ("process", "local", "slurm", "ray")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where prepare_data runs: in this process, or as datatrove stages on many (hf_llm/data/executor.py)."""
+
+    kind: str = "process"  # process (in this process) | local (worker processes) | slurm | ray
+    tasks: int = 4  # shards of the input files, and of the packed output; a task reads whole files
+    dedup_tasks: int = 4  # exact dedup: hash partitions; near dedup: groups of LSH bands
+    workers: int = -1  # tasks run at once (local: processes; slurm: array throttle; ray: actors); -1 = all
+    work_dir: Optional[str] = None  # shards between stages, logs and completion markers; None = OUTPUT_DIR.executor
+    # Slurm (ignored elsewhere): one array job per stage, each afterok the previous
+    partition: Optional[str] = None
+    time: str = "04:00:00"  # wall time of each task
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: float = 2.0
+    qos: Optional[str] = None
+    job_name: str = "hf_llm-data"  # stage jobs are JOB_NAME-clean, JOB_NAME-exact, ...
+    env_command: Optional[str] = None  # e.g. "source /path/.venv/bin/activate"; run at the start of each job
+    sbatch_args: dict[str, Any] = field(default_factory=dict)  # more #SBATCH lines, e.g. {account: proj}
+    depends_job_id: Optional[str] = None  # the first stage waits for this job (e.g. the job that downloads data)
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTOR_KINDS:
+            raise ConfigError(f"executor.kind must be one of {EXECUTOR_KINDS}, got {self.kind!r}")
+        if self.tasks < 1 or self.dedup_tasks < 1 or self.cpus_per_task < 1:
+            raise ConfigError("executor.tasks, executor.dedup_tasks and executor.cpus_per_task must be at least 1")
+        if self.kind == "slurm" and not self.partition:
+            raise ConfigError("executor.kind=slurm needs executor.partition (the Slurm partition to submit to)")
+
+
 @dataclass
 class PrepareDataConfig:
     """`scripts/prepare_data.py`: sources → cleaned, deduplicated, tokenised, packed folder (see configs/data/)."""
@@ -159,8 +191,12 @@ class PrepareDataConfig:
     output_dir: str = "outputs/data/sample"  # train/ validation/ rejects/ tokenizer/ data_card.json DATA_CARD.md
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # in process, or datatrove's executors
 
     def __post_init__(self) -> None:
+        if self.executor.kind != "process" and self.data.mix_by == "tokens" and len(self.data.sources) > 1:
+            raise ConfigError("data.mix_by=tokens is not supported on an executor yet (it needs every source's mean "
+                              "token count before packing); use mix_by=documents or executor.kind=process")
         if self.data.prepared is not None:
             raise ConfigError("data.prepared names a folder to read; prepare_data writes one (set output_dir instead)")
         if self.data.stages:

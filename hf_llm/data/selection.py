@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ..config.data_steps import DedupConfig
-from .dedup import dedup_decisions
+from .dedup import DedupDecisions, dedup_decisions
 from .mixture import mixture_counts, mixture_passes, validation_size
 from ..errors import DataError
 from .steps import READ_REASONS
@@ -96,13 +96,17 @@ class Selection:
 
 
 def select_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float, max_validation: int,
-                   seed: int) -> Selection:
-    """Exact dedup, near dedup (both across all sources), decontamination, then the validation hold-out."""
+                     seed: int, decided: Optional[DedupDecisions] = None) -> Selection:
+    """Exact dedup, near dedup (both across all sources), decontamination, then the validation hold-out.
+
+    `decided` gives the dedup decisions made elsewhere (the executor's sharded stages, hf_llm.data.executor)
+    instead of computing them here from the keys' hashes and signatures."""
     offsets = keys.offsets
     status = np.concatenate(keys.status) if keys.status else np.zeros(0, dtype=np.int16)
     clusters = {}
-    hashes = np.concatenate(keys.hashes) if keys.hashes else np.zeros((0, 2), dtype=np.int64)
-    decided = dedup_decisions(status == KEPT_CODE, hashes, keys.signatures, dedup)
+    if decided is None:
+        hashes = np.concatenate(keys.hashes) if keys.hashes else np.zeros((0, 2), dtype=np.int64)
+        decided = dedup_decisions(status == KEPT_CODE, hashes, keys.signatures, dedup)
     rep = decided.representative  # the kept copy of each duplicate, -1 for every other document
     if dedup.exact.enabled:
         status[decided.exact] = keys.code("exact_dup")

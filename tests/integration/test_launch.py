@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 
@@ -104,3 +105,27 @@ def test_two_process_streaming_resume_is_exact(tmp_path, small_corpus):
     a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "part" / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed streaming run diverged"
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_on_executor_shards(tmp_path, small_corpus):
+    """A folder prepared on the local executor (one train/ shard per task) is read by `data.prepared` and trained
+    on with 2 processes. (Resume on a prepared folder is exact whatever its shards: the loop's tests cover it.)"""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = small_corpus.read_text().splitlines()
+    for k in range(3):
+        (corpus / f"part-{k}.jsonl").write_text("\n".join(lines[k::3]) + "\n")
+    data = tmp_path / "data"
+    _launch([sys.executable, "scripts/prepare_data.py", f"output_dir={data}", f"data.sources=[{{path: '{corpus}'}}]",
+             "data.seq_len=64", "tokenizer.vocab_size=512", "executor.kind=local", "executor.tasks=3",
+             "executor.workers=1", "executor.dedup_tasks=1"], _env())
+    assert len(list((data / "train").glob("data-*-of-00003.arrow"))) == 3
+    out = tmp_path / "run"
+    _launch([*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+             "--dynamo_backend", "no", "scripts/pretrain.py",
+             *tiny_overrides(out, small_corpus, f"data.prepared={data}")],
+            _env(ACCELERATE_USE_CPU="1"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 6
+    assert summary["tokens_seen"] == 6 * 4 * 64 * 2

@@ -1,0 +1,158 @@
+"""The chunked linear + cross-entropy (train.fused_loss) against the plain path: loss and gradients, on packed
+batches with ignored positions, tied embeddings, LoRA and bf16 autocast; where it cannot apply; and a few loop
+steps giving the same weights."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from accelerate import Accelerator
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hf_llm.config import TrainConfig, load_config
+from hf_llm.errors import ConfigError
+from hf_llm.train.collate import IGNORE_INDEX, PackedCollator
+from hf_llm.train.loop import forward_loss
+from hf_llm.train.loss import (OutputLoss, fused_loss_blocker, linear_cross_entropy, output_loss_for,
+                               resolve_fused_loss)
+
+from ..conftest import tiny_overrides
+
+VOCAB = 96
+
+
+def _model(tie: bool = False) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, eos_token_id=1,
+                                        tie_word_embeddings=tie))
+
+
+def _packed_batch() -> dict[str, torch.Tensor]:
+    """Four packed rows (EOS-separated documents, so position ids restart) with masked tails of uneven length."""
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(2, VOCAB, (4, 24), generator=gen)
+    ids[:, [5, 13]] = 1  # document boundaries
+    batch = PackedCollator(1)([{"input_ids": row} for row in ids])
+    for row, keep in enumerate([24, 17, 4, 11]):
+        batch["labels"][row, keep:] = IGNORE_INDEX
+    return batch
+
+
+def _loss_and_grads(model, batch, fused: bool, normaliser: float = 37.0):
+    model.zero_grad(set_to_none=True)
+    loss = forward_loss(model, batch, normaliser, OutputLoss(_head(model)) if fused else None)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _head(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_output_embeddings()
+
+
+def _assert_close(a, b, atol):
+    loss_a, grads_a = a
+    loss_b, grads_b = b
+    assert abs(loss_a.item() - loss_b.item()) <= atol * max(1.0, abs(loss_b.item()))
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=atol, rtol=0), (name, (grads_a[name] - grads_b[name]).abs().max())
+
+
+def test_chunked_loss_and_gradients_equal_plain_cross_entropy_fp32():
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(50, 16, generator=gen, requires_grad=True)
+    weight = torch.randn(VOCAB, 16, generator=gen, requires_grad=True)
+    labels = torch.randint(0, VOCAB, (50,), generator=gen)
+    labels[::3] = IGNORE_INDEX
+    ours = linear_cross_entropy(hidden, weight, labels, 29.0, chunk_rows=7)  # several chunks and a ragged last one
+    ours.backward()
+    g_hidden, g_weight = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.t(), labels, ignore_index=IGNORE_INDEX, reduction="sum") / 29
+    ref.backward()
+    assert abs(ours.item() - ref.item()) <= 1e-5
+    assert torch.allclose(g_hidden, hidden.grad, atol=1e-5, rtol=0)
+    assert torch.allclose(g_weight, weight.grad, atol=1e-5, rtol=0)
+    assert g_hidden[::3].abs().max() == 0  # an ignored position gets no gradient
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_fused_model_loss_equals_the_models_own_on_a_packed_batch(tie):
+    model, batch = _model(tie), _packed_batch()
+    plain = _loss_and_grads(model, batch, fused=False)
+    fused = _loss_and_grads(model, batch, fused=True)
+    _assert_close(fused, plain, 1e-5)
+    assert ("lm_head.weight" in plain[1]) != tie  # tied: the head's gradient lands on the embedding
+
+
+def test_fused_loss_with_a_lora_model():
+    from hf_llm.finetune import AdapterConfig, apply_adapter
+
+    model = apply_adapter(_model(), AdapterConfig(r=4, dropout=0.0))  # no randomness between the two
+    for name, p in model.named_parameters():  # LoRA's B starts at zero, which would hide a wrong gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    assert fused_loss_blocker(model) is None
+    batch = _packed_batch()
+    plain = _loss_and_grads(model, batch, fused=False)
+    fused = _loss_and_grads(model, batch, fused=True)
+    assert plain[1] and all("lora" in n for n in plain[1])
+    _assert_close(fused, plain, 1e-5)
+
+
+def test_fused_loss_under_bf16_autocast_matches_within_bf16_rounding():
+    model, batch = _model(), _packed_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = _loss_and_grads(model, batch, fused=False)
+        fused = _loss_and_grads(model, batch, fused=True)
+    ref = _loss_and_grads(model, batch, fused=False)  # fp32: both must be as close to it as bf16 allows
+    assert abs(fused[0].item() - plain[0].item()) <= 2e-2
+    for name, g in plain[1].items():
+        scale = ref[1][name].abs().max().item() + 1e-12
+        assert (fused[1][name] - g).abs().max().item() <= 0.05 * scale, name
+
+
+def test_where_the_fused_loss_cannot_apply():
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    adapted_head = get_peft_model(_model(), LoraConfig(r=2, target_modules=["q_proj", "lm_head"]))
+    assert "plain bias-free torch.nn.Linear" in fused_loss_blocker(adapted_head)
+    capped = Gemma2ForCausalLM(Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                            head_dim=16))
+    assert "not one whose loss" in fused_loss_blocker(capped)
+    assert resolve_fused_loss("auto", capped) is False  # auto falls back to the model's own loss
+    assert resolve_fused_loss("false", _model()) is False
+    with pytest.raises(ConfigError, match="train.fused_loss=true cannot apply"):
+        resolve_fused_loss("true", capped)
+    acc = Accelerator(cpu=True)
+    assert isinstance(output_loss_for("auto", acc, _model()), OutputLoss)
+
+
+def test_fused_loss_setting_is_checked():
+    assert TrainConfig(fused_loss=True).fused_loss == "true"  # YAML's true arrives as a boolean
+    with pytest.raises(ConfigError, match="train.fused_loss must be one of"):
+        TrainConfig(fused_loss="sometimes")
+
+
+def test_a_few_loop_steps_give_the_same_weights_with_and_without_the_fused_loss(tmp_path, small_corpus, one_thread):
+    from safetensors.torch import load_file
+
+    from hf_llm.pretrain import run_pretraining
+
+    weights = {}
+    for setting in ("true", "false"):
+        out = tmp_path / setting
+        cfg = load_config(None, tiny_overrides(out, small_corpus, f"train.fused_loss={setting}", "train.max_steps=4",
+                                               "train.save_every=null", "eval.every=100"))
+        summary = run_pretraining(cfg)
+        weights[setting] = load_file(str(next((out / "model").glob("*.safetensors"))))
+        assert summary["final_train_loss"] > 0
+    assert weights["true"].keys() == weights["false"].keys()
+    for name, w in weights["false"].items():
+        assert torch.allclose(weights["true"][name], w, atol=1e-5, rtol=0), name

@@ -119,14 +119,14 @@ def fused_loss_blocker(model: Any, accelerator: Any = None) -> Optional[str]:
                 "lm_head, a quantised head)")
     if "logits_to_keep" not in inspect.signature(base.forward).parameters:
         return "the model's forward has no logits_to_keep"
-    if hasattr(head.weight, "ds_id") or _zero_stage(accelerator) == 3:
+    if hasattr(head.weight, "ds_id") or zero_stage(accelerator) == 3:
         return "ZeRO-3 partitions the head's weight outside the forward"
     if accelerator is not None and str(getattr(accelerator, "distributed_type", "")).endswith("FSDP"):
         return "FSDP shards the head's weight outside the forward"
     return None
 
 
-def _zero_stage(accelerator: Any) -> Optional[int]:
+def zero_stage(accelerator: Any) -> Optional[int]:
     plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
     if plugin is None:
         return None

@@ -14,6 +14,7 @@ from .config import RunConfig, config_to_yaml
 from .errors import ConfigError
 from .model import build_model, build_model_config, count_parameters, max_positions
 from .train.checkpoint import LoopState, export_model
+from .train.metrics import memory_summary
 from .train.collate import PackedCollator, needs_varlen_kwargs
 from .train.run import fit, resolve_precision, start_run, wait_for_main
 
@@ -168,6 +169,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
                        stages=_train_stages(cfg, stages, tokenizer, accelerator, collate),
                        data_fingerprint=prep.card.get("fingerprint"))
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+    summary.update(memory_summary(accelerator, model, cfg.train, model_config, seq_len))
     if stages is not None:
         summary["stages"] = data_card(state)["stages"]
     card, files = card_for(state)
@@ -285,6 +287,9 @@ def format_summary(s: dict[str, Any]) -> str:
         f"time              {s['train_seconds']:.0f} s training, {s['wall_seconds']:.0f} s in all, "
         f"{s['processes']} process(es), {s['precision']}",
         f"throughput        {f(s['median_tokens_per_second'], ',.0f')} tokens/s, MFU {f(s['median_mfu'], '.1%')}",
+        *([f"memory            peak {s['peak_memory_bytes'] / 2**30:.2f} GiB; largest micro-batch for "
+           f"{s['memory_budget_bytes'] / 2**30:.0f} GiB: {s['largest_micro_batch']} (estimated)"]
+          if s.get("memory_budget_bytes") else []),
         f"train loss        {f(s['final_train_loss'])}",
         f"validation loss   {f(s['final_val_loss'])} (perplexity {f(s['final_val_perplexity'], '.2f')}); "
         f"unigram baseline {f(s['unigram_val_loss'])}",

@@ -25,7 +25,7 @@ from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
 from .collate import count_targets
 from .loss import OutputLoss, output_loss_for
-from .metrics import mfu
+from .metrics import mfu, peak_memory_bytes
 
 
 class EpochSampler(Sampler[int]):
@@ -423,6 +423,7 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
                      "tokens_seen": state.tokens_seen}
             if util is not None:
                 point["mfu"] = util
+            point["peak_memory_bytes"] = float(peak_memory_bytes(acc.device))
             if grad_norm is not None:
                 point["grad_norm"] = grad_norm
             if setup.later_stages:  # the boundary shows on every tracker's curves

@@ -19,11 +19,12 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..errors import ConfigError
+from ..estimate import FUSED_LOSS_CHUNK_ELEMENTS
 from .collate import IGNORE_INDEX
 
 # Rows per chunk: a chunk's fp32 logits hold at most this many elements (32 MiB). Large enough that the three
 # matmuls per chunk stay efficient, small enough that the chunk is not the step's largest tensor.
-CHUNK_ELEMENTS = 1 << 23
+CHUNK_ELEMENTS = FUSED_LOSS_CHUNK_ELEMENTS
 # Architectures whose causal-LM forward is exactly decoder → norm → lm_head → cross-entropy (no logit scaling or
 # soft-capping, no auxiliary loss), so the loss can be taken from the final hidden state.
 PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo2", "phi3", "smollm3"})

@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 BUNDLED = REPO / "data" / "sample" / "corpus.jsonl.gz"
-WIDTHS = {"tiny": [], "d512": ["model.overrides.hidden_size=512", "model.overrides.intermediate_size=1408"]}
+WIDTHS = {"tiny": [], "d512": ["model.overrides.hidden_size=512", "model.overrides.intermediate_size=1408"],
+          "125m": ["model.preset=125m"]}  # 125m: benchmarks/gpu_check.py
 WARMUP_STEPS = 3  # steps whose time above the steady pace counts as warm-up (compile, allocator, caches)
 HELD_OUT_EVERY = 20  # every 20th document is held out, up to the byte cap below
 
@@ -101,7 +102,7 @@ def overrides(a, width: str, out: Path, train_file: Path) -> list[str]:
         f"tokenizer.vocab_size={a.vocab}", f"train.micro_batch_size={a.batch}", f"train.max_steps={steps}",
         f"train.precision={a.precision}", f"train.compile={a.compile}", "train.report_to=[none]",
         "train.save_every=null", "train.log_every=1", "train.warmup_steps=10", "train.lr=3e-3",
-        "eval.sample_prompts=[]", *WIDTHS[width],
+        "eval.sample_prompts=[]", *WIDTHS[width], *getattr(a, "extra", []),
     ]
 
 
@@ -176,15 +177,16 @@ def run_trainer(cfg, prep, train_texts: list[str], model_dir: Path) -> dict:
 
 def run_hf_llm(cfg, prep, model_dir: Path) -> dict:
     from hf_llm.model import build_model
-    from hf_llm.train.collate import PackedCollator
+    from hf_llm.train.collate import PackedCollator, needs_varlen_kwargs
     from hf_llm.train.run import fit, make_accelerator
 
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.train, cfg.train.precision, out)
     torch.manual_seed(cfg.train.seed)
     config = model_config(cfg, prep.tokenizer)
-    model = build_model(config)
-    collate = PackedCollator(prep.tokenizer.eos_token_id)
+    attention = cfg.model.attn_implementation
+    model = build_model(config, attention)  # as hf_llm.pretrain builds it
+    collate = PackedCollator(prep.tokenizer.eos_token_id, varlen=needs_varlen_kwargs(attention))
     state, model = fit(cfg, accelerator, model, config, prep.train, None, collate, cfg.data.seq_len,
                        cfg.train.precision, out, description="hf_llm")
     tokens_per_step = cfg.train.micro_batch_size * cfg.data.seq_len

@@ -104,7 +104,6 @@ def throughput(steps: int = 30, batch: int = 8, seq_len: int = 1024) -> dict:
     import bench_train as bench
 
     from hf_llm.estimate import lookup_gpu_peak
-    from hf_llm.train.metrics import model_flops_per_token
 
     results: dict = {"gpu": torch.cuda.get_device_name()}
     peak = lookup_gpu_peak(results["gpu"], "bf16")
@@ -115,17 +114,11 @@ def throughput(steps: int = 30, batch: int = 8, seq_len: int = 1024) -> dict:
         results["flash_attention_2"] = f"skipped: {flash}"
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     a = argparse.Namespace(quick=False, steps=steps, steps_d512=steps, batch=batch, seq_len=seq_len, vocab=32000,
-                           precision="bf16", compile="false", held_out_bytes=60_000, extra=[])
+                           precision="bf16", compile="false", held_out_bytes=60_000, extra=[], peak=peak)
     prep_dir, train_file, held = bench.prepare_corpus(a, "bundled", work)
     for attention in attentions:
         a.extra = [f"model.attn_implementation={attention}"]
-        case = bench.run_case(a, "bundled", "125m", work / attention, prep_dir, train_file, held)
-        from transformers import AutoConfig
-
-        fpt = model_flops_per_token(AutoConfig.from_pretrained(work / attention / "bundled-125m" / "hf_llm"), seq_len)
-        for side in ("hf_llm", "trainer"):
-            case[side]["mfu"] = case[side]["steady_tokens_per_second"] * fpt / peak if peak else None
-        results[attention] = case
+        results[attention] = bench.run_case(a, "bundled", "125m", work / attention, prep_dir, train_file, held)
     return results
 
 

@@ -175,3 +175,26 @@ def test_the_fused_loss_fits_a_larger_micro_batch_in_the_same_memory():
     grow = [activation_memory(shape, 1024, b, fused_loss=True) for b in (1, 2, 3)]
     assert grow[2] - grow[1] == pytest.approx(grow[1] - grow[0])
     assert activation_memory(shape, 1024, 0, fused_loss=True) > 0 == activation_memory(shape, 1024, 0)
+
+
+@pytest.mark.parametrize("offset, used", [(0.0, True), (1.0, False)])
+def test_a_kernel_is_used_only_after_it_agrees_on_the_first_micro_batch(monkeypatch, offset, used):
+    """On CUDA Liger's kernel stands in for ours only if its loss matches on the first micro-batch; here a stand-in
+    kernel (ours, shifted by `offset`) is checked the same way."""
+    import hf_llm.train.loss as loss_module
+
+    calls = []
+
+    def kernel(hidden, weight, labels, normaliser):
+        calls.append(1)
+        return linear_cross_entropy(hidden, weight, labels, normaliser) + offset
+
+    monkeypatch.setattr(loss_module, "liger_loss", lambda weight: kernel)
+    model, batch = _model(), _packed_batch()
+    chosen = OutputLoss(_head(model))
+    plain = _loss_and_grads(model, batch, fused=False)
+    model.zero_grad(set_to_none=True)
+    got = forward_loss(model, batch, 37.0, chosen)
+    assert (chosen.kernel is kernel) == used
+    assert len(calls) == (2 if used else 1)  # the check, then (if it agreed) the real call
+    assert abs(got.item() - plain[0].item()) <= 1e-5

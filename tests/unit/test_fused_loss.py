@@ -132,6 +132,14 @@ def test_where_the_fused_loss_cannot_apply():
         resolve_fused_loss("true", capped)
     acc = Accelerator(cpu=True)
     assert isinstance(output_loss_for("auto", acc, _model()), OutputLoss)
+    from types import SimpleNamespace
+
+    zero3 = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(
+        deepspeed_config={"zero_optimization": {"stage": 3}})), distributed_type="DistributedType.DEEPSPEED")
+    fsdp = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None), distributed_type="DistributedType.FSDP")
+    assert "ZeRO-3" in fused_loss_blocker(_model(), zero3) and "FSDP" in fused_loss_blocker(_model(), fsdp)
+    with pytest.raises(ConfigError, match="ZeRO-3 partitions"):
+        resolve_fused_loss("true", _model(), zero3)
 
 
 def test_fused_loss_setting_is_checked():

@@ -39,8 +39,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, normaliser: float,
                 chunk_rows: int) -> torch.Tensor:
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_hidden = torch.empty_like(hidden) if want_h else None
-        # fp32 accumulator: the sum over chunks must not round at each addition in bf16.
+        # fp32 results, divided by the normaliser only there: (softmax - onehot) / normaliser would underflow in
+        # fp16 at large vocabularies and batches (the plain path's gradient carries the loss scale at that point).
+        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_h else None
+        # An fp32 accumulator, too: the sum over chunks must not round at each addition in bf16.
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):  # the caller chose the compute dtype
@@ -53,20 +55,24 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     continue
                 grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
                 grad[torch.arange(len(y), device=y.device), y] -= 1.0
-                grad = grad.div_(normaliser).to(hidden.dtype)
+                grad = grad.to(hidden.dtype)
                 if want_h:
                     grad_hidden[start:start + chunk_rows] = grad @ weight
                 if want_w:
                     grad_weight += (grad.t() @ h).float()
+        for g in (grad_hidden, grad_weight):
+            if g is not None:
+                g.div_(normaliser)
         ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.weight_dtype = weight.dtype
+        ctx.dtypes = hidden.dtype, weight.dtype
         return total / normaliser
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
-        gh = grad_hidden * grad_out.to(grad_hidden.dtype) if grad_hidden is not None else None
-        gw = (grad_weight * grad_out.float()).to(ctx.weight_dtype) if grad_weight is not None else None
+        scale = grad_out.float()  # under fp16 the loss scale: applied in fp32, before the cast
+        gh = (grad_hidden * scale).to(ctx.dtypes[0]) if grad_hidden is not None else None
+        gw = (grad_weight * scale).to(ctx.dtypes[1]) if grad_weight is not None else None
         return gh, gw, None, None, None
 
 

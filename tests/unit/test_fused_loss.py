@@ -206,3 +206,19 @@ def test_a_kernel_is_used_only_after_it_agrees_on_the_first_micro_batch(monkeypa
     assert (chosen.kernel is kernel) == used
     assert len(calls) == (2 if used else 1)  # the check, then (if it agreed) the real call
     assert abs(got.item() - plain[0].item()) <= 1e-5
+
+
+def test_fp16_gradients_do_not_underflow_at_a_large_normaliser():
+    """(softmax - onehot) / normaliser is below fp16's smallest subnormal at large vocabularies and batches; the
+    gradient must be divided in fp32 and carry the loss scale before it is cast, as the plain path's does."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(64, 16, generator=gen).half().requires_grad_()
+    weight = torch.randn(4096, 16, generator=gen).half().requires_grad_()
+    labels = torch.randint(0, 4096, (64,), generator=gen)
+    (linear_cross_entropy(hidden, weight, labels, 1e5) * 65536.0).backward()  # a loss scale, as GradScaler's
+    ref_h = hidden.detach().float().requires_grad_()
+    ref_w = weight.detach().float().requires_grad_()
+    (torch.nn.functional.cross_entropy(ref_h @ ref_w.t(), labels, reduction="sum") / 1e5 * 65536.0).backward()
+    assert (weight.grad != 0).float().mean() > 0.99  # the plain fp16 division would have zeroed most of them
+    for got, ref in ((weight.grad, ref_w.grad), (hidden.grad, ref_h.grad)):  # to fp16 rounding
+        assert (got.float() - ref).abs().max() <= 1e-2 * ref.abs().max()

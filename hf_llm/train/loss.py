@@ -38,6 +38,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, normaliser: float,
                 chunk_rows: int) -> torch.Tensor:
+        # Rows labelled IGNORE_INDEX count for nothing: their loss and gradient are masked to zero.
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # fp32 results, divided by the normaliser only there: (softmax - onehot) / normaliser would underflow in
         # fp16 at large vocabularies and batches (the plain path's gradient carries the loss scale at that point).
@@ -48,14 +49,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):  # the caller chose the compute dtype
             for start in range(0, hidden.shape[0], chunk_rows):
                 h, y = hidden[start:start + chunk_rows], labels[start:start + chunk_rows]
+                valid = y != IGNORE_INDEX
+                y = y.clamp(min=0)
                 logits = (h @ weight.t()).float()
                 lse = torch.logsumexp(logits, dim=-1)
-                total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
+                total += ((lse - logits.gather(1, y[:, None]).squeeze(1)) * valid).sum()
                 if not (want_h or want_w):
                     continue
                 grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
                 grad[torch.arange(len(y), device=y.device), y] -= 1.0
-                grad = grad.to(hidden.dtype)
+                grad = grad.mul_(valid[:, None]).to(hidden.dtype)
                 if want_h:
                     grad_hidden[start:start + chunk_rows] = grad @ weight
                 if want_w:
@@ -87,14 +90,24 @@ def compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+# Above this share of ignored rows (SFT prompts) they are dropped before the matmuls; below it (packed
+# pretraining: one per document) copying the kept rows out and back would cost more than computing and masking them.
+SELECT_ABOVE_IGNORED = 0.25
+
+
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, normaliser: float,
-                         chunk_rows: Optional[int] = None) -> torch.Tensor:
+                         chunk_rows: Optional[int] = None, select: Optional[bool] = None) -> torch.Tensor:
     """Summed cross-entropy of `hidden @ weight.T` (rows × vocab, never built whole) over the rows whose label is
-    not IGNORE_INDEX, divided by `normaliser`. `hidden` is (rows, hidden), `labels` (rows,), already aligned."""
+    not IGNORE_INDEX, divided by `normaliser`. `hidden` is (rows, hidden), `labels` (rows,), already aligned.
+    `select`: drop the ignored rows first (None: when more than SELECT_ABOVE_IGNORED of them are ignored)."""
     dtype = compute_dtype(hidden.device, weight.dtype)
-    keep = (labels != IGNORE_INDEX).nonzero().squeeze(1)  # ignored rows cost nothing (SFT prompts, doc starts)
-    rows = hidden.index_select(0, keep).to(dtype)
-    return _LinearCrossEntropy.apply(rows, weight.to(dtype), labels.index_select(0, keep), float(normaliser),
+    valid = labels != IGNORE_INDEX
+    if select is None:
+        select = labels.numel() > 0 and 1.0 - valid.float().mean().item() > SELECT_ABOVE_IGNORED
+    if select:
+        keep = valid.nonzero().squeeze(1)
+        hidden, labels = hidden.index_select(0, keep), labels.index_select(0, keep)
+    return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), labels, float(normaliser),
                                      chunk_rows or chunk_rows_for(weight.shape[0]))
 
 

@@ -62,13 +62,14 @@ def _assert_close(a, b, atol):
         assert torch.allclose(grads_a[name], grads_b[name], atol=atol, rtol=0), (name, (grads_a[name] - grads_b[name]).abs().max())
 
 
-def test_chunked_loss_and_gradients_equal_plain_cross_entropy_fp32():
+@pytest.mark.parametrize("select", [True, False], ids=["ignored-rows-dropped", "ignored-rows-masked"])
+def test_chunked_loss_and_gradients_equal_plain_cross_entropy_fp32(select):
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(50, 16, generator=gen, requires_grad=True)
     weight = torch.randn(VOCAB, 16, generator=gen, requires_grad=True)
     labels = torch.randint(0, VOCAB, (50,), generator=gen)
     labels[::3] = IGNORE_INDEX
-    ours = linear_cross_entropy(hidden, weight, labels, 29.0, chunk_rows=7)  # several chunks and a ragged last one
+    ours = linear_cross_entropy(hidden, weight, labels, 29.0, chunk_rows=7, select=select)  # ragged last chunk
     ours.backward()
     g_hidden, g_weight = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None

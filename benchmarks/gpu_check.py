@@ -148,9 +148,10 @@ def launched_pretraining(out: Path, overrides: list[str]) -> None:
         return
     from transformers import AutoModelForCausalLM
 
-    exported = AutoModelForCausalLM.from_pretrained(str(out / "model"), dtype=torch.float32).cuda().eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a smoke run of this path on a CPU machine
+    exported = AutoModelForCausalLM.from_pretrained(str(out / "model"), dtype=torch.float32).to(device).eval()
     with torch.no_grad():
-        logits = exported(input_ids=ids.cuda(), use_cache=False).logits.float().cpu()
+        logits = exported(input_ids=ids.to(device), use_cache=False).logits.float().cpu()
     losses = [p["loss"] for p in summary["history"] if "loss" in p]
     (out / "gpu_check.json").write_text(json.dumps({
         "first_loss": losses[0], "last_loss": losses[-1], "loss_falls": losses[-1] < losses[0],
@@ -167,6 +168,12 @@ TINY_RUN = ["train.max_steps=20", "train.micro_batch_size=8", "train.warmup_step
 BF16_LOGIT_TOLERANCE = 0.1
 
 
+def repo_env() -> dict:
+    """The environment of a launched job: this checkout first on the path, offline (nothing is downloaded)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
 def launch(name: str, accelerate_config: str | None, overrides: list[str], timeout: int = 240,
            tolerance: float = BF16_LOGIT_TOLERANCE) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"gpu_check-{name}-"))
@@ -174,7 +181,7 @@ def launch(name: str, accelerate_config: str | None, overrides: list[str], timeo
     if accelerate_config:
         cmd += ["--config_file", str(REPO / "configs" / "accelerate" / accelerate_config)]
     cmd += [__file__, "--launched", str(out), *overrides]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=repo_env())
     if done.returncode != 0 or not (out / "gpu_check.json").exists():
         return {"ok": False, "error": done.stderr.strip()[-2000:]}
     result = json.loads((out / "gpu_check.json").read_text())
@@ -192,11 +199,11 @@ def qlora() -> dict:
         return {"ok": False, "error": "pretraining the base failed", "base": base}
     base_dir = Path(base["output_dir"]) / "model"
     out = Path(tempfile.mkdtemp(prefix="gpu_check-qlora-"))
-    cmd = [sys.executable, "scripts/finetune.py", "--config", "configs/recipes/finetune_lora_tiny.yaml",
+    cmd = [sys.executable, "scripts/finetune.py", "configs/recipes/finetune_lora_tiny.yaml",
            f"output_dir={out}", f"model.name_or_path={base_dir}", "adapter.method=qlora", "adapter.merge=false",
            "train.max_steps=10", "train.log_every=1", "train.save_every=null", "eval.every=10",
            "train.report_to=[none]"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=repo_env())
     if done.returncode != 0:
         return {"ok": False, "error": done.stderr.strip()[-2000:]}
     summary = json.loads((out / "summary.json").read_text())

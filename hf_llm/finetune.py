@@ -305,6 +305,7 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
         "final_val_loss": state.val_loss,
         "final_val_perplexity": math.exp(min(state.val_loss, 50)) if state.val_loss is not None else None,
         "median_tokens_per_second": sorted(rates)[len(rates) // 2] if rates else None,
+        "peak_memory_bytes": max((p["peak_memory_bytes"] for p in state.history if "peak_memory_bytes" in p), default=None),
         "median_mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
         # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
         "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"

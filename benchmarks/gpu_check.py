@@ -108,6 +108,8 @@ def throughput(steps: int = 30, batch: int = 8, seq_len: int = 1024) -> dict:
     results: dict = {"gpu": torch.cuda.get_device_name()}
     peak = lookup_gpu_peak(results["gpu"], "bf16")
     results["peak_flops_bf16"] = peak
+    liger = pip_install("liger_kernel", "liger-kernel")  # the chunked loss's CUDA kernel, used when it agrees
+    results["liger_kernel"] = "installed" if liger is None else f"not used: {liger}"
     flash = pip_install("flash_attn", "flash-attn", timeout=420)
     attentions = ["sdpa"] + (["flash_attention_2"] if flash is None else [])
     if flash is not None:

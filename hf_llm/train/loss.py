@@ -177,6 +177,7 @@ def liger_loss(weight: torch.Tensor) -> Optional[Callable]:
 
     def loss(hidden: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, normaliser: float) -> torch.Tensor:
         summed = liger_fused_linear_cross_entropy(hidden, w, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        summed = summed[0] if isinstance(summed, tuple) else summed  # some versions return (loss, z_loss)
         return summed / normaliser
 
     return loss

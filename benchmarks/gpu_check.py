@@ -18,6 +18,7 @@ Nothing CUDA-only is imported at module level, so tests can import this file any
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -73,7 +74,8 @@ def flash_packing_parity(device: str = "cuda", varlen: bool = True, micro_batch:
     return worst
 
 
-def pip_install(module: str, spec: str, timeout: int = 300) -> str | None:
+@functools.lru_cache(maxsize=None)  # one attempt per package per run: a failed build is not retried
+def pip_install(module: str, spec: str, timeout: int = 150) -> str | None:
     """Import `module`, installing `spec` with pip if needed, torch held at the installed version (a resolver that
     upgraded it would pull a different CUDA build). None when importable, else why not."""
     import importlib
@@ -110,7 +112,7 @@ def throughput(steps: int = 30, batch: int = 8, seq_len: int = 1024) -> dict:
     results["peak_flops_bf16"] = peak
     liger = pip_install("liger_kernel", "liger-kernel")  # the chunked loss's CUDA kernel, used when it agrees
     results["liger_kernel"] = "installed" if liger is None else f"not used: {liger}"
-    flash = pip_install("flash_attn", "flash-attn", timeout=420)
+    flash = pip_install("flash_attn", "flash-attn")
     attentions = ["sdpa"] + (["flash_attention_2"] if flash is None else [])
     if flash is not None:
         results["flash_attention_2"] = f"skipped: {flash}"
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     started, results = time.perf_counter(), {}
     checks = {
         "throughput": throughput,
-        "parity": lambda: ({"skipped": why} if (why := pip_install("flash_attn", "flash-attn", timeout=420)) else
+        "parity": lambda: ({"skipped": why} if (why := pip_install("flash_attn", "flash-attn")) else
                            {"flash_packing_parity": flash_packing_parity(),
                             "flash_packing_leak_without_varlen": flash_packing_parity(varlen=False)}),
         "zero3": lambda: launch("zero3", "zero3.yaml", TINY_RUN),

@@ -33,12 +33,11 @@ LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """sum_i CE(hidden_i @ weightᵀ, labels_i) / normaliser over rows whose labels are all targets."""
+    """sum_i CE(hidden_i @ weightᵀ, labels_i) / normaliser over the rows whose label is not IGNORE_INDEX."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, normaliser: float,
                 chunk_rows: int) -> torch.Tensor:
-        # Rows labelled IGNORE_INDEX count for nothing: their loss and gradient are masked to zero.
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # fp32 results, divided by the normaliser only there: (softmax - onehot) / normaliser would underflow in
         # fp16 at large vocabularies and batches (the plain path's gradient carries the loss scale at that point).

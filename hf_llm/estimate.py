@@ -199,16 +199,27 @@ def model_state_memory(
     return {"params": params, "grads": grads, "optimizer": optimizer, "total": params + grads + optimizer, "cpu": cpu}
 
 
+# Elements of one chunk's logits in hf_llm.train.loss (the chunked linear + cross-entropy); here so both agree.
+FUSED_LOSS_CHUNK_ELEMENTS = 1 << 23
+
+
+def fused_loss_memory(shape: ModelShape) -> float:
+    """Bytes the chunked loss holds instead of the logits, whatever the micro-batch: one chunk's fp32 logits and
+    their 16-bit gradient, and the head's fp32 weight-gradient accumulator."""
+    return FUSED_LOSS_CHUNK_ELEMENTS * (4 + 2) + 4.0 * shape.vocab_size * shape.hidden_size
+
+
 def activation_memory(
     shape: ModelShape, seq_len: int, micro_batch: int, dtype_bytes: int = 2, checkpointing: bool = False,
-    attention: str = "sdpa",
+    attention: str = "sdpa", fused_loss: bool = False,
 ) -> float:
     """Bytes of activations kept for the backward pass of one micro-batch, plus the fp32 logits.
 
     Korthikanti et al. 2022, eq. (1): s·b·h·(34 + 5·a·s/h) bytes per layer with 16-bit activations; the 5·a·s/h
     term is the a·s² attention scores, softmax and dropout mask, which flash / memory-efficient SDPA kernels never
     store ("eager" keeps it). With full recomputation (section 4.3) only each layer's input (s·b·h·2 bytes) is kept,
-    plus one layer's full activations while it is recomputed. Logits: s·b·V·4 bytes for the fp32 loss.
+    plus one layer's full activations while it is recomputed. Logits: s·b·V·4 bytes for the fp32 loss, or with
+    `fused_loss` (train.fused_loss) a fixed `fused_loss_memory` that does not grow with the micro-batch.
     """
     if attention != "eager" and attention not in _FLASH_LIKE:
         raise ValueError(f"attention must be 'eager' or one of {_FLASH_LIKE}, got {attention!r}")
@@ -221,22 +232,24 @@ def activation_memory(
         layers = shape.num_layers * s * b * h * dtype_bytes + per_layer
     else:
         layers = shape.num_layers * per_layer
-    return layers + 4.0 * s * b * shape.vocab_size
+    return layers + (fused_loss_memory(shape) if fused_loss else 4.0 * s * b * shape.vocab_size)
 
 
 def largest_micro_batch(
     shape: ModelShape, seq_len: int, gpu_memory_bytes: float, strategy: str, world_size: int, *,
     checkpointing: bool = False, attention: str = "sdpa", num_nodes: int = 1,
-    reserve_bytes: float = DEFAULT_RESERVE_BYTES, accounting: str = "zero_paper",
+    reserve_bytes: float = DEFAULT_RESERVE_BYTES, accounting: str = "zero_paper", fused_loss: bool = False,
 ) -> int:
     """Largest micro-batch (sequences per GPU) whose model states + activations + reserve fit; 0 if none does."""
     states = model_state_memory(
         parameter_counts(shape)["total"], strategy, world_size, largest_layer_params=largest_layer_params(shape),
         num_nodes=num_nodes, accounting=accounting,
     )["total"]
-    per_sequence = activation_memory(shape, seq_len, 1, checkpointing=checkpointing, attention=attention)
-    free = gpu_memory_bytes - reserve_bytes - states
-    return max(0, math.floor(free / per_sequence))  # activations are linear in the micro-batch
+    kwargs = dict(checkpointing=checkpointing, attention=attention, fused_loss=fused_loss)
+    fixed = activation_memory(shape, seq_len, 0, **kwargs)  # what does not grow with the batch (the fused loss)
+    per_sequence = activation_memory(shape, seq_len, 1, **kwargs) - fixed
+    free = gpu_memory_bytes - reserve_bytes - states - fixed
+    return max(0, math.floor(free / per_sequence))  # the rest of the activations is linear in the micro-batch
 
 
 def chinchilla_tokens(params: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM) -> float:

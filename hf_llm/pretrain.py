@@ -11,6 +11,7 @@ from .config import RunConfig
 from .errors import ConfigError
 from .model import build_model, build_model_config, count_parameters, max_positions
 from .train.checkpoint import LoopState, export_model
+from .train.metrics import memory_summary
 from .train.collate import PackedCollator, needs_varlen_kwargs
 from .train.run import fit, resolve_precision, start_run, wait_for_main
 
@@ -166,6 +167,7 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
                        stages=_train_stages(cfg, stages, tokenizer, accelerator, collate),
                        data_fingerprint=prep.card.get("fingerprint"))
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+    summary.update(memory_summary(accelerator, model, cfg.train, model_config, seq_len))
     if stages is not None:
         summary["stages"] = data_card(state)["stages"]
     card, files = card_for(state)

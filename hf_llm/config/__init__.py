@@ -205,6 +205,7 @@ class PrepareDataConfig:
 
 
 SCHEDULES = ("cosine", "wsd", "linear", "constant")
+AUTO_TRUE_FALSE = ("auto", "true", "false")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
@@ -255,7 +256,12 @@ class TrainConfig:
     max_grad_norm: Optional[float] = 1.0  # None disables clipping
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp16 | fp32
     gradient_checkpointing: bool = False  # trade ~30% compute for activation memory
-    compile: bool = False  # torch.compile the model
+    # torch.compile each decoder layer in place: auto = when the run is long enough to win back the compile time
+    # (see hf_llm.train.run.resolve_compile); true | false
+    compile: str = "auto"
+    # auto: the loss from the final hidden state in chunks, never the full (tokens x vocab) logits, wherever the
+    # model's head is a plain linear layer (less memory, same numbers); true: that or an error; false: the model's own
+    fused_loss: str = "auto"
     seed: int = 1234
     log_every: int = 10
     save_every: Optional[int] = 200  # steps between checkpoints; None saves only at the end
@@ -282,6 +288,10 @@ class TrainConfig:
             raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("fused_loss", "compile"):
+            setattr(self, name, str(getattr(self, name)).lower())  # YAML's true/false arrive as booleans
+            if getattr(self, name) not in AUTO_TRUE_FALSE:
+                raise ConfigError(f"train.{name} must be one of {AUTO_TRUE_FALSE}, got {getattr(self, name)!r}")
         if self.max_steps is None and self.max_tokens is None:
             raise ConfigError("set train.max_steps or train.max_tokens (or both) so the run has a budget")
         for name in ("micro_batch_size", "grad_accum_steps", "log_every", "keep_last"):

@@ -25,6 +25,8 @@ from ..downstream import WARNING_KEY
 from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
 from .collate import count_targets
+from .loss import OutputLoss, output_loss_for
+from .metrics import peak_memory_bytes
 from .samplers import EpochSampler
 
 
@@ -165,14 +167,23 @@ class BatchStream:
         return batch
 
 
-def forward_loss(model, batch: dict[str, torch.Tensor], normaliser: float) -> torch.Tensor:
-    """Summed token cross-entropy of `batch` divided by `normaliser` (the model shifts labels itself)."""
+def forward_loss(model, batch: dict[str, torch.Tensor], normaliser: float,
+                 output_loss: Optional[OutputLoss] = None) -> torch.Tensor:
+    """Summed token cross-entropy of `batch` divided by `normaliser` (labels are shifted inside, as the model does).
+
+    With `output_loss` the forward (through the DDP/DeepSpeed wrapper, which must see it) stops at the final hidden
+    state (`logits_to_keep=1` leaves one position's logits) and the chunked loss takes it from there.
+    """
     inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if output_loss is not None:
+        out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        return output_loss(out.hidden_states[-1], batch["labels"], normaliser)
     out = model(**inputs, labels=batch["labels"], use_cache=False, num_items_in_batch=torch.tensor(normaliser))
     return out.loss
 
 
-def train_step(accelerator, model, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
+def train_step(accelerator, model, micro_batches: list[dict[str, torch.Tensor]],
+               output_loss: Optional[OutputLoss] = None) -> tuple[float, int]:
     """Forward and backward over one optimizer step's micro-batches; returns (mean loss per target, targets).
 
     The loss of every micro-batch is its summed cross-entropy over the targets of the whole step on all
@@ -191,7 +202,7 @@ def train_step(accelerator, model, micro_batches: list[dict[str, torch.Tensor]])
         batch = {key: v.to(accelerator.device) for key, v in batch.items()}
         with accelerator.accumulate(model):
             with accelerator.autocast():
-                loss = forward_loss(model, batch, normaliser)
+                loss = forward_loss(model, batch, normaliser, output_loss)
             accelerator.backward(loss)
         summed += loss.detach().float() * normaliser
     summed = accelerator.reduce(summed, reduction="sum") if world > 1 else summed
@@ -357,6 +368,7 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
     if downstream and setup.tokenizer is None:
         raise ValueError("eval.tasks and eval.harness_tasks need a tokenizer: the builder must set LoopSetup.tokenizer")
     prepared_tasks: list = []  # tokenised at the first evaluation, then reused
+    output_loss = output_loss_for(train.fused_loss, acc, model)
     model.train()
     stream = BatchStream(acc, setup.train_loader, state, [(start, loader) for start, loader, _ in setup.later_stages])
     stage_names = ["", *(name for _, _, name in setup.later_stages)]
@@ -372,7 +384,7 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
         if state.stage != before and acc.is_main_process:
             bar.write(f"step {state.step}: data stage {state.stage} ({stage_names[state.stage]}) begins")
         micro = [next(stream) for _ in range(train.grad_accum_steps)]
-        loss, _targets = train_step(acc, model, micro)
+        loss, _targets = train_step(acc, model, micro, output_loss)
         if train.max_grad_norm is not None and acc.sync_gradients:
             norm = acc.clip_grad_norm_(model.parameters(), train.max_grad_norm)
             grad_norm = float(norm) if norm is not None else None
@@ -394,6 +406,7 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
                      "tokens_seen": state.tokens_seen}
             if util is not None:
                 point["mfu"] = util
+            point["peak_memory_bytes"] = float(peak_memory_bytes(acc.device))
             if grad_norm is not None:
                 point["grad_norm"] = grad_norm
             if setup.later_stages:  # the boundary shows on every tracker's curves

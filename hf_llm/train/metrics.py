@@ -71,3 +71,47 @@ def model_flops_per_token(config, seq_len: int, frozen: int = 0) -> float:
     from ..estimate import flops_per_token, shape_from_config
 
     return flops_per_token(shape_from_config(config), seq_len, training=True, frozen_matmul_params=frozen)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The most memory this process has held: on CUDA what tensors held (max_memory_allocated), on CPU the peak
+    resident set (tensors, the Python heap and libraries alike)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux KiB
+
+
+def device_memory_bytes(device: torch.device) -> Optional[int]:
+    """The memory budget of one device: a GPU's memory, or the machine's RAM on CPU."""
+    import os
+
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_summary(accelerator, model, train, model_config, seq_len: int) -> dict:
+    """Peak memory of the run, and the largest micro-batch the estimator fits in this device's memory for this
+    model, sequence length, strategy, checkpointing and loss (the chunked loss's logits do not grow with it)."""
+    from ..estimate import largest_micro_batch, shape_from_config
+    from .loss import fused_loss_blocker, zero_stage
+
+    device = accelerator.device
+    fused = train.fused_loss != "false" and fused_loss_blocker(accelerator.unwrap_model(model), accelerator) is None
+    stage = zero_stage(accelerator)
+    strategy = f"zero{stage}" if stage else "ddp"
+    budget = device_memory_bytes(device)
+    largest = None
+    if budget:
+        largest = largest_micro_batch(shape_from_config(model_config), seq_len, budget, strategy,
+                                      accelerator.num_processes, checkpointing=train.gradient_checkpointing,
+                                      fused_loss=fused)
+    return {"peak_memory_bytes": peak_memory_bytes(device), "memory_budget_bytes": budget,
+            "largest_micro_batch": largest, "fused_loss": fused}

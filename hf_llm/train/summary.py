@@ -41,6 +41,8 @@ def run_summary(cfg: RunConfig, state: LoopState, precision: str, world: int, se
         "final_val_perplexity": math.exp(min(state.val_loss, 50)) if state.val_loss is not None else None,
         "median_tokens_per_second": median([p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]),
         "median_mfu": median([p["mfu"] for p in state.history if "mfu" in p]),
+        "peak_memory_bytes": max((p["peak_memory_bytes"] for p in state.history if "peak_memory_bytes" in p),
+                                 default=None),  # this process's peak over the logged steps
         "downstream": downstream_results(state.history),  # latest eval.tasks / eval.harness_tasks metrics
         "downstream_warnings": downstream_warnings(state.history),  # failed passes (training went on)
         "history": state.history,
@@ -56,7 +58,12 @@ def run_lines(s: dict[str, Any]) -> list[str]:
     validation = f"validation loss   {na(s['final_val_loss'])} (perplexity {na(s['final_val_perplexity'], '.2f')})"
     if "unigram_val_loss" in s:
         validation += f"; unigram baseline {na(s['unigram_val_loss'])}"
-    return [f"train loss        {na(s['final_train_loss'])}", validation]
+    memory = []
+    if s.get("peak_memory_bytes"):
+        memory = [f"memory            peak {s['peak_memory_bytes'] / 2**30:.2f} GiB"
+                  + (f"; largest micro-batch for {s['memory_budget_bytes'] / 2**30:.0f} GiB: "
+                     f"{s['largest_micro_batch']} (estimated)" if s.get("memory_budget_bytes") else "")]
+    return [*memory, f"train loss        {na(s['final_train_loss'])}", validation]
 
 
 def format_summary(title: str, s: dict[str, Any], facts: list[str], outputs: list[str]) -> str:

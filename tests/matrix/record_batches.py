@@ -30,12 +30,12 @@ def recording(train_step: Callable, folder: str | Path) -> Callable:
     """`train_step` that first appends its micro-batches' digests to folder/consumed-rank{R}.jsonl."""
     folder = Path(folder)
 
-    def recorded(accelerator, model, micro_batches):
+    def recorded(accelerator, model, micro_batches, *args, **kwargs):
         line = json.dumps([batch_digest(b) for b in micro_batches])
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"consumed-rank{accelerator.process_index}.jsonl", "a") as f:
             f.write(line + "\n")
-        return train_step(accelerator, model, micro_batches)
+        return train_step(accelerator, model, micro_batches, *args, **kwargs)
 
     return recorded
 

@@ -92,9 +92,9 @@ def _run(out: Path, overrides: list[str], record: list | None = None) -> dict:
 
     original = loop.train_step
 
-    def recorded(accelerator, model, micro_batches):
+    def recorded(accelerator, model, micro_batches, *args, **kwargs):
         record.append([[tuple(row) for row in b["input_ids"].tolist()] for b in micro_batches])
-        return original(accelerator, model, micro_batches)
+        return original(accelerator, model, micro_batches, *args, **kwargs)
 
     if record is not None:
         loop.train_step = recorded

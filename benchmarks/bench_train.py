@@ -292,7 +292,7 @@ def main() -> None:
                     help="train.compile of hf_llm's side (its steady state and compile time are reported apart)")
     ap.add_argument("--held-out-bytes", type=int, default=120_000)
     ap.add_argument("--corpora", default=",".join(CORPORA))
-    ap.add_argument("--widths", default=",".join(WIDTHS))
+    ap.add_argument("--widths", default="tiny,d512", help=f"of {sorted(WIDTHS)} (125m: a GPU-sized case)")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/bench_train.json"))
     ap.add_argument("--worker", choices=["trainer", "hf_llm"], help=argparse.SUPPRESS)
     ap.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
@@ -314,14 +314,19 @@ def main() -> None:
             print(json.dumps({k: case[k] for k in ("corpus", "width", "speedup", "steady_speedup", "memory_ratio",
                                                    "held_out_loss_delta")}), flush=True)
             cases.append(case)
+            write_result(a, cases, start)  # after every case: a run stopped midway keeps what it measured
+    print(json.dumps(write_result(a, cases, start), indent=2))
+
+
+def write_result(a: argparse.Namespace, cases: list[dict], start: float) -> dict:
     result = {
         "machine": machine(), "quick": a.quick, "precision": a.precision, "batch": a.batch, "seq_len": a.seq_len,
         "hf_llm_compile": a.compile, "peak_matmul_flops": a.peak,
         "cases": cases, "wall_seconds": round(time.perf_counter() - start, 1),
     }
-    print(json.dumps(result, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
+from .preference_data import PreferenceConfig, PreferenceData, build_preference_datasets
 from .sft import SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
 from .io import publishing
 from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
@@ -25,6 +26,7 @@ from .train.run import fit, resolve_precision, start_run, wait_for_main
 from .train.samplers import LengthGroupedSampler
 
 METHODS = ("full", "lora", "qlora")
+OBJECTIVES = ("sft", "preference")
 
 
 @dataclass
@@ -58,6 +60,12 @@ class FinetuneRunConfig(RunConfig):
     output_dir: str = "runs/finetune"  # adapter/ or model/, merged/, checkpoints/, logs/, config.yaml, summary.json
     sft: SFTConfig = field(default_factory=SFTConfig)  # data formats, chat template, masking, length, packing
     adapter: AdapterConfig = field(default_factory=AdapterConfig)  # what is trained and what is written
+    objective: str = "sft"  # sft (chat/instruction data) | preference (pairs: DPO, IPO, SimPO; see preference.*)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # loss, beta, reference, pair formats
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
 
 
 def check_qlora_available() -> None:
@@ -106,14 +114,43 @@ def check_finetune_config(cfg: FinetuneRunConfig) -> tuple[str, Any]:
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read model.name_or_path={cfg.model.name_or_path!r}: {e}") from None
     limit = max_positions(model_config)
-    if limit is not None and cfg.sft.max_length > limit:
-        raise ConfigError(f"sft.max_length={cfg.sft.max_length} exceeds the model's {limit} positions; lower it")
+    section = "preference" if cfg.objective == "preference" else "sft"
+    max_length = getattr(cfg, section).max_length
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"{section}.max_length={max_length} exceeds the model's {limit} positions; lower it")
+    if cfg.objective == "preference":
+        check_reference(cfg)
     from .data.sources import resolve_files
 
     for src in cfg.data.sources:
         if src.format != "hub":
             resolve_files(src.path)
     return precision, model_config
+
+
+def resolve_reference(cfg: FinetuneRunConfig) -> str:
+    """Where the reference log-probabilities come from: none (SimPO), adapters (the base with adapters disabled),
+    precompute (once before training, stored with the pairs) or frozen (a second copy run at every step)."""
+    from .train.preference import REFERENCE_FREE
+
+    pref = cfg.preference
+    if pref.loss_type in REFERENCE_FREE:
+        return "none"
+    if pref.reference == "auto":
+        return "precompute" if cfg.adapter.method == "full" else "adapters"
+    return pref.reference
+
+
+def check_reference(cfg: FinetuneRunConfig) -> None:
+    reference = resolve_reference(cfg)
+    if reference == "adapters" and cfg.adapter.method == "full":
+        raise ConfigError("preference.reference=adapters needs adapter.method=lora or qlora (full fine-tuning has no "
+                          "adapter to disable); use auto, precompute or frozen")
+    if reference == "adapters" and cfg.adapter.modules_to_save:
+        raise ConfigError("preference.reference=adapters with adapter.modules_to_save: disabling the adapter does not "
+                          "restore those modules; use preference.reference=precompute")
+    if reference == "frozen" and cfg.sft.packing:
+        raise ConfigError("sft.packing does not apply to preference pairs")
 
 
 def load_sft_tokenizer(cfg: FinetuneRunConfig, model_config) -> tuple[Any, dict[str, str]]:
@@ -192,7 +229,11 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
     accelerator, out, cfg = start_run(cfg, precision)  # cfg: the run's, with grad_accum_steps resolved
     # The main process writes the datasets cache first, the others then read it (main_process_first, with a
     # barrier whose timeout names the setting to raise).
-    def build() -> SFTData:
+    preference = cfg.objective == "preference"
+
+    def build() -> SFTData | PreferenceData:
+        if preference:
+            return build_preference_datasets(cfg.data, cfg.preference, tokenizer, adds_bos(tokenizer))
         return build_sft_datasets(cfg.data, cfg.sft, tokenizer, adds_bos(tokenizer))
 
     data = build() if accelerator.is_main_process else None
@@ -204,7 +245,17 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
     set_seed(cfg.train.seed)  # adapter initialisation independent of what data preparation consumed
     model = build_finetune_model(cfg, precision, accelerator.local_process_index)
     trainable, total = count_trainable(model)
-    if cfg.sft.packing:
+    objective = None
+    if preference:
+        from .train.preference import PairCollator
+
+        collate = PairCollator(tokenizer.pad_token_id)
+        objective, data = build_preference_objective(cfg, accelerator, data, collate, precision)
+        lengths = [len(p) + max(len(c), len(r)) for p, c, r in
+                   zip(data.train["prompt_ids"], data.train["chosen_ids"], data.train["rejected_ids"])]
+        sampler = LengthGroupedSampler(lengths, cfg.train.micro_batch_size, cfg.train.seed)
+        seq_len = max(1, round(data.stats["train"]["mean_length"]))  # both sequences of a pair: tokens per unit
+    elif cfg.sft.packing:
         collate = PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id,
                                  varlen=needs_varlen_kwargs(cfg.model.attn_implementation))
         sampler = None
@@ -217,7 +268,7 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
     description = (f"fine-tuning {cfg.model.name_or_path} ({cfg.adapter.method}): {trainable:,} trainable of "
                    f"{total:,} parameters ({trainable / total:.2%})")
     state, model = fit(cfg, accelerator, model, model_config, data.train, data.validation, collate, seq_len, precision,
-                       out, description=description, train_sampler=sampler, tokenizer=tokenizer)
+                       out, description=description, train_sampler=sampler, tokenizer=tokenizer, objective=objective)
     summary = _summary(cfg, data, state, trainable, total, precision, notes, tokenizer, accelerator.num_processes,
                        time.perf_counter() - started)
     card = _model_card(cfg, model_config, total, data, summary, tokenizer, adapter_folder=cfg.adapter.method != "full")
@@ -237,9 +288,103 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
 
             summary["hub"] = finish_pushes(cfg.hub, Path(summary.get("adapter_dir") or summary["model_dir"]), None)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if getattr(data, "rejects", None) is not None:
+            (out / "rejects.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data.rejects))
         print(format_summary(summary))
     accelerator.end_training()
     return summary
+
+
+def build_preference_objective(cfg: FinetuneRunConfig, accelerator, data: PreferenceData, collate,
+                               precision: str):
+    """The preference objective and its reference: adapters disabled, a frozen copy, or log-probabilities computed
+    once here (stored beside the run, fingerprinted by model and pairs) and added to the pairs as columns."""
+    from .train.preference import PreferenceObjective
+
+    pref, reference = cfg.preference, resolve_reference(cfg)
+    ref_model = None
+    if reference == "frozen":
+        from .train.loss import zero_stage
+
+        if zero_stage(accelerator) == 3:
+            raise ConfigError("preference.reference=frozen is not sharded under ZeRO-3; use precompute")
+        ref_model = load_reference_model(cfg, precision).to(accelerator.device)
+    elif reference == "precompute":
+        data = attach_reference_logps(cfg, accelerator, data, collate, precision)
+    mode = {"precompute": "batch", "none": "none"}.get(reference, reference)
+    return PreferenceObjective(pref.loss_type, pref.beta, mode, ref_model, pref.simpo_gamma), data
+
+
+def load_reference_model(cfg: FinetuneRunConfig, precision: str):
+    """A plain, frozen copy of the base model in the compute dtype (on one process, even inside a ZeRO-3 launch)."""
+    from .model import outside_zero3
+
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    with outside_zero3():
+        model = load_pretrained(cfg.model, compute)
+    return model.eval().requires_grad_(False)
+
+
+def reference_fingerprint(cfg: FinetuneRunConfig, data: PreferenceData, precision: str) -> str:
+    """Identifies what the reference log-probabilities depend on: the base model (its files' names, sizes and
+    modification times, or the Hub id and revision), the precision, and every pair's token ids."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps([cfg.model.name_or_path, cfg.model.revision, precision]).encode())
+    path = Path(cfg.model.name_or_path or "")
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for split in (data.train, data.validation):
+        for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            h.update(json.dumps(split[column]).encode())
+    return h.hexdigest()[:16]
+
+
+def attach_reference_logps(cfg: FinetuneRunConfig, accelerator, data: PreferenceData, collate,
+                           precision: str) -> PreferenceData:
+    """Every pair's reference log-probabilities, computed once before training by a plain copy of the base (each
+    process a share, gathered, so it works the same under ZeRO-3), stored in OUTPUT/reference/<fingerprint>.json
+    and reused while model and pairs are unchanged."""
+    from .train.loop import shard_indices, unshard
+    from .train.preference import compute_reference_logps
+
+    fingerprint = reference_fingerprint(cfg, data, precision)
+    path = Path(cfg.output_dir) / "reference" / f"{fingerprint}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        accelerator.print(f"reference log-probabilities: {path} (model and pairs unchanged)")
+    else:
+        model = load_reference_model(cfg, precision).to(accelerator.device)
+        stored = {}
+        for name, split in (("train", data.train), ("validation", data.validation)):
+            indices = shard_indices(len(split), accelerator.process_index, accelerator.num_processes)
+            mine = split.select([max(i, 0) for i in indices]) if len(split) else split
+            chosen, rejected = compute_reference_logps(model, mine, collate, cfg.train.micro_batch_size,
+                                                       accelerator.device, accelerator.autocast)
+            if accelerator.num_processes > 1:
+                device = accelerator.device
+                indices = accelerator.gather(torch.tensor(indices, device=device)).tolist()
+                chosen = accelerator.gather(torch.tensor(chosen, dtype=torch.float64, device=device)).tolist()
+                rejected = accelerator.gather(torch.tensor(rejected, dtype=torch.float64, device=device)).tolist()
+            stored[name] = {"chosen": unshard(indices, chosen, len(split)),
+                            "rejected": unshard(indices, rejected, len(split))}
+        del model
+        if accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(stored))
+            tmp.rename(path)
+        accelerator.print(f"reference log-probabilities: computed once for {len(data.train) + len(data.validation)} "
+                          f"pairs, stored in {path}")
+    train = data.train.add_column("ref_chosen_logps", stored["train"]["chosen"]) \
+        .add_column("ref_rejected_logps", stored["train"]["rejected"])
+    validation = data.validation.add_column("ref_chosen_logps", stored["validation"]["chosen"]) \
+        .add_column("ref_rejected_logps", stored["validation"]["rejected"])
+    return PreferenceData(train, validation, data.stats, data.rejects)
 
 
 def export_adapter(accelerator, model, tokenizer, out_dir: Path, card: str) -> Path:
@@ -277,7 +422,7 @@ def merge_adapter(cfg: FinetuneRunConfig, adapter_dir: Path, tokenizer, out_dir:
     return out_dir
 
 
-def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable: int, total: int, precision: str,
+def _summary(cfg: FinetuneRunConfig, data: SFTData | PreferenceData, state: LoopState, trainable: int, total: int, precision: str,
              notes: dict[str, str], tokenizer, world: int, seconds: float) -> dict[str, Any]:
     from .train.summary import run_summary
 
@@ -296,7 +441,32 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
         # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
         "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"
                                 else "4N + 2N_trainable + attention (frozen base weights get no weight gradient)"),
+        "objective": cfg.objective,
+        "skipped": skipped_rows(data.stats),
+        **(preference_summary(cfg, state) if cfg.objective == "preference" else {}),
     })
+
+
+def skipped_rows(stats: dict[str, Any]) -> dict[str, int]:
+    """Rows skipped as malformed or bad, by reason, over every source (listed one by one in rejects.jsonl)."""
+    total: dict[str, int] = {}
+    for source in stats["sources"].values():
+        for reason, n in source.get("rejected", {}).items():
+            total[reason] = total.get(reason, 0) + n
+    return total
+
+
+def preference_summary(cfg: FinetuneRunConfig, state: LoopState) -> dict[str, Any]:
+    """The preference settings and the last logged training and validation metrics (from the loop's history)."""
+    from .train.preference import METRICS
+
+    last_train = next((h for h in reversed(state.history) if "rewards/accuracy" in h), {})
+    last_val = next((h for h in reversed(state.history) if "val_rewards/accuracy" in h), {})
+    p = cfg.preference
+    return {"preference": {"loss_type": p.loss_type, "beta": p.beta, "reference": resolve_reference(cfg),
+                           **({"simpo_gamma": p.simpo_gamma} if p.loss_type == "simpo" else {})},
+            "preference_metrics": {"train": {m: last_train[m] for m in METRICS if m in last_train},
+                                   "validation": {m: last_val[f"val_{m}"] for m in METRICS if f"val_{m}" in last_val}}}
 
 
 TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "precision",
@@ -328,8 +498,20 @@ def _fine_tuning_section(cfg: FinetuneRunConfig, summary: dict, tokenizer, adapt
     batching = (f"packed rows of {cfg.sft.max_length} tokens, position ids restarting per example" if cfg.sft.packing
                 else "padded per batch, grouped by length")
     loss = "assistant turns and their closing end-of-turn token only" if cfg.sft.completion_only else "every token"
+    table = None
+    if cfg.objective == "preference":
+        p, m = summary["preference"], summary["preference_metrics"]
+        name = {"sigmoid": "DPO (sigmoid)", "ipo": "IPO", "simpo": f"SimPO (gamma={p.get('simpo_gamma')})"}
+        loss = (f"{name[p['loss_type']]}, beta={p['beta']}, reference: {p['reference']}; response tokens and their "
+                f"closing end-of-turn token only")
+        batching = "whole pairs per micro-batch (chosen and rejected together), padded, grouped by length"
+        table = [(k, f"{m['train'][k]:.4f}" if k in m["train"] else "-",
+                  f"{m['validation'][k]:.4f}" if k in m["validation"] else "-")
+                 for k in sorted(set(m["train"]) | set(m["validation"]))]
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.get("skipped", {}).items()))
     return {"base_model": cfg.model.name_or_path, "method": "full fine-tuning" if a.method == "full" else adapter,
-            "loss": loss, "batching": batching, "pad_token": summary["pad_token"],
+            "loss": loss, "batching": batching, "pad_token": summary["pad_token"], "preference": table,
+            "skipped": skipped,
             "chat_template_source": summary["chat_template_source"], "chat_template": tokenizer.chat_template,
             "adapter": adapter_folder}
 
@@ -339,6 +521,13 @@ def format_summary(s: dict[str, Any]) -> str:
 
     d = s["data"]
     dropped = {k: sum(v.get(k, 0) for v in d["sources"].values()) for k in ("truncated", "dropped", "no_targets")}
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.get("skipped", {}).items())) or "none"
+    preference = []
+    if s.get("objective") == "preference":
+        p, m = s["preference"], s["preference_metrics"]
+        preference = [f"objective         {p['loss_type']}, beta {p['beta']}, reference {p['reference']}"] + [
+            f"{split:<18}" + ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+            for split, values in (("train metrics", m["train"]), ("held-out metrics", m["validation"])) if values]
     facts = [
         f"base model        {s['base_model']} ({s['method']})",
         f"parameters        {s['trainable_parameters']:,} trainable of {s['total_parameters']:,} "
@@ -346,6 +535,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"examples          {d['train']['examples']:,} train, {d['validation']['examples']:,} validation; "
         f"{dropped['truncated']} truncated, {dropped['dropped']} dropped (too long), "
         f"{dropped['no_targets']} dropped (no target left)",
+        f"skipped rows      {skipped} (see rejects.jsonl)",
+        *preference,
         f"steps             {s['steps']:,} ({s['epochs']} epochs), {s['train_seconds']:.0f} s training, "
         f"{s['processes']} process(es), {s['precision']}",
         *run_lines(s),

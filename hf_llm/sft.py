@@ -22,7 +22,7 @@ from .data.sources import load_source, source_label
 from .errors import DataError
 from .data.pack import IGNORE_INDEX
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 SFT_FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "text")
 OVERFLOW = ("truncate", "drop")
 KEPT_STATUSES = ("ok", "truncated")  # example statuses that stay in the data set
@@ -30,8 +30,13 @@ KEPT_STATUSES = ("ok", "truncated")  # example statuses that stay in the data se
 # Zephyr-style turns closed by EOS, so the model learns to stop even when pad == eos. Used only for tokenizers
 # that have no template of their own; saved with the tokenizer so inference renders prompts the same way.
 DEFAULT_CHAT_TEMPLATE = (
+    "{% if tools %}{{ '<|tools|>\n' + (tools | tojson) + eos_token }}{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token }}"
+    "{{ '<|' + message['role'] + '|>\n' + (message['content'] or '') }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{{ '<tool_call>' + ((call['function'] if call['function'] is defined else call) | tojson) + '</tool_call>' }}"
+    "{% endfor %}"
+    "{{ eos_token }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
@@ -83,27 +88,104 @@ def prepare_tokenizer(tokenizer, chat_template: Optional[str]) -> dict[str, str]
     return notes
 
 
-def check_messages(messages: Any) -> list[dict[str, Any]]:
-    """Validated copies of chat messages (None-valued keys that columnar storage adds are dropped)."""
+class MalformedExample(DataError):
+    """An example that cannot be trained on; `reason` (a short code) is what the summary and the rejects file count."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# ShareGPT's speaker names (`from`) → chat roles; `value` holds the text.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "system": "system", "tool": "tool", "function_response": "tool",
+                  "observation": "tool", "function_call": "assistant"}
+
+
+def message_text(content: Any, where: str) -> Optional[str]:
+    """Message content as text: a string, None, or OpenAI content parts (`[{"type": "text", "text": ...}]`, joined
+    by newlines). Any other part (an image) cannot be trained on by a text model."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise MalformedExample("non_text_content", f"{where} has a content part of type {kind!r}; only text "
+                                                           f"parts can be trained on")
+        return "\n".join(texts)
+    raise MalformedExample("wrong_type", f"{where} has content of type {type(content).__name__}; text is expected")
+
+
+def normalize_message(i: int, message: Any) -> dict[str, Any]:
+    """One message as {role, content[, tool_calls, name, tool_call_id]}: ShareGPT's from/value become role/content,
+    content parts become text, None-valued keys (which columnar storage adds) are dropped."""
+    if not isinstance(message, dict):
+        raise MalformedExample("wrong_type", f"message {i} must be a mapping with 'role' and 'content', "
+                                             f"got {message!r:.80}")
+    message = {k: v for k, v in message.items() if v is not None}
+    if "role" not in message and "from" in message:  # ShareGPT
+        speaker = message.pop("from")
+        message["role"] = SHAREGPT_ROLES.get(str(speaker).lower(), speaker)
+        if "value" in message:
+            message["content"] = message.pop("value")
+    role = message.get("role")
+    if role is None:
+        raise MalformedExample("wrong_type", f"message {i} has no 'role' (or ShareGPT 'from'): {message!r:.80}")
+    if role not in ROLES:
+        raise MalformedExample("unknown_role", f"message {i} has unknown role {role!r}; expected one of {ROLES}")
+    content = message_text(message.get("content"), f"message {i} ({role})")
+    calls = message.get("tool_calls")
+    if calls is not None and (role != "assistant" or not isinstance(calls, (list, tuple))):
+        raise MalformedExample("wrong_type", f"message {i} ({role}) has tool_calls of type {type(calls).__name__}; "
+                                             f"a list on an assistant message is expected")
+    if role == "assistant" and not (content or "").strip() and not calls:
+        raise MalformedExample("empty_answer", f"message {i} is an empty assistant message; there is nothing to "
+                                               f"learn from it")
+    if content is None and role != "assistant":
+        raise MalformedExample("wrong_type", f"message {i} ({role}) has no content")
+    message["content"] = content if content is not None else ""  # a tool call's null content renders as nothing
+    return message
+
+
+def normalize_messages(messages: Any, need_assistant: bool = True) -> list[dict[str, Any]]:
+    """Validated, normalised copies of chat messages (see `normalize_message`); a `MalformedExample` says why not."""
     if not isinstance(messages, (list, tuple)) or not messages:
-        raise DataError(f"a conversation must be a non-empty list of messages, got {type(messages).__name__}")
-    clean = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message:
-            raise DataError(f"message {i} must be a mapping with 'role' and 'content', got {message!r:.80}")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise DataError(f"message {i} has unknown role {role!r}; expected one of {ROLES}")
-        if not isinstance(content, str):
-            raise DataError(f"message {i} ({role}) has content of type {type(content).__name__}; text is expected")
-        if role == "assistant" and not content.strip():
-            raise DataError(f"message {i} is an empty assistant message; there is nothing to learn from it")
-        clean.append({k: v for k, v in message.items() if v is not None})
-    if not any(m["role"] == "assistant" for m in clean):
-        raise DataError("the conversation has no assistant message to learn from")
-    if clean[0]["role"] == "assistant":
-        raise DataError("the conversation starts with an assistant message; it needs a user or system message first")
+        raise MalformedExample("wrong_type", f"a conversation must be a non-empty list of messages, got "
+                                             f"{type(messages).__name__}")
+    clean = [normalize_message(i, m) for i, m in enumerate(messages)]
+    if all(m["role"] == "system" for m in clean):
+        raise MalformedExample("system_only", "the conversation has only system messages")
+    if need_assistant and not any(m["role"] == "assistant" for m in clean):
+        raise MalformedExample("no_assistant_turn", "the conversation has no assistant message to learn from")
+    if clean[0]["role"] in ("assistant", "tool"):
+        raise MalformedExample("starts_with_assistant", f"the conversation starts with an {clean[0]['role']} message; "
+                                                        f"it needs a user or system message first")
     return clean
+
+
+def check_messages(messages: Any) -> list[dict[str, Any]]:
+    """Validated copies of chat messages (SFT: at least one assistant turn)."""
+    return normalize_messages(messages, need_assistant=True)
+
+
+def parse_tools(tools: Any) -> Optional[list]:
+    """A row's `tools` (a list, or its JSON text as some datasets store it) for the chat template; None if absent."""
+    if tools is None:
+        return None
+    if isinstance(tools, str):
+        import json
+
+        try:
+            tools = json.loads(tools)
+        except ValueError:
+            raise MalformedExample("wrong_type", "the row's tools field is text but not JSON") from None
+    if not isinstance(tools, (list, tuple)):
+        raise MalformedExample("wrong_type", f"the row's tools must be a list, got {type(tools).__name__}")
+    return list(tools) or None
 
 
 def prompt_completion_messages(prompt: str, completion: str) -> list[dict[str, str]]:
@@ -116,23 +198,24 @@ def alpaca_messages(instruction: str, context: Optional[str], output: str) -> li
     return prompt_completion_messages(user, output)
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def _render(tokenizer, messages: list[dict], generation_prompt: bool = False, tools: Optional[list] = None) -> str:
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(tokenizer, messages: list[dict[str, Any]],
+                         tools: Optional[list] = None) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and, for each assistant message, the characters it occupies (answer + closing).
 
     Each answer starts where the template's generation prompt for the preceding messages ends, and ends where
     the conversation rendered up to and including the answer ends (so the end-of-turn token is inside).
     """
-    full = _render(tokenizer, messages)
+    full = _render(tokenizer, messages, tools=tools)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        upto = _render(tokenizer, messages[: i + 1])
-        before = _render(tokenizer, messages[:i], generation_prompt=True)
+        upto = _render(tokenizer, messages[: i + 1], tools=tools)
+        before = _render(tokenizer, messages[:i], generation_prompt=True, tools=tools)
         if not upto.startswith(before) or not full.startswith(upto):
             raise DataError(
                 "the chat template does not render conversations prefix by prefix (an earlier turn changes when "
@@ -149,20 +232,20 @@ def _maybe_bos(tokenizer, ids: list[int], mask: list[bool], bos: bool) -> tuple[
 
 
 def encode_conversation(tokenizer, messages: list[dict[str, Any]], completion_only: bool = True,
-                        bos: bool = False) -> tuple[list[int], list[int]]:
+                        bos: bool = False, tools: Optional[list] = None) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 off the assistant turns when `completion_only`) of one validated conversation."""
     if not tokenizer.chat_template:
         raise DataError("chat data needs a chat template: the tokenizer has none and sft.chat_template is null")
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
     if _GENERATION_TAG.search(template):
         # The template marks the answers itself; transformers turns the marks into a token mask.
-        enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+        enc = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True,
                                             return_assistant_tokens_mask=True)
         ids, mask = list(enc["input_ids"]), [bool(m) for m in enc["assistant_masks"]]
     else:
         if not tokenizer.is_fast:
             raise ConfigError("completion-only labels need a fast tokenizer (character offsets of every token)")
-        text, spans = assistant_char_spans(tokenizer, messages)
+        text, spans = assistant_char_spans(tokenizer, messages, tools)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         # A token is a target when its characters overlap an answer: a token straddling the prompt's end and the

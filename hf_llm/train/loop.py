@@ -26,6 +26,7 @@ from ..evaluation import row_token_nll
 from .checkpoint import LoopState, save_checkpoint
 from .collate import count_targets
 from .loss import OutputLoss, output_loss_for
+from .objective import Objective
 from .metrics import peak_memory_bytes
 from .samplers import EpochSampler
 
@@ -209,6 +210,58 @@ def train_step(accelerator, model, micro_batches: list[dict[str, torch.Tensor]],
     return summed.item() / total, int(total)
 
 
+def objective_step(accelerator, model, micro_batches: list[dict[str, torch.Tensor]],
+                   objective: Objective) -> tuple[dict[str, float], int]:
+    """`train_step` for an `Objective`: forward and backward over one optimizer step's micro-batches; returns
+    (each metric's sum over the step divided by the step's units, units), over all processes.
+
+    As in `train_step`, the normaliser is the step's units over all processes divided by `world * k`, which undoes
+    accelerate's division by the accumulation steps and DDP's mean over processes.
+    """
+    world, k = accelerator.num_processes, len(micro_batches)
+    local = torch.tensor(float(sum(objective.units(b) for b in micro_batches)), device=accelerator.device)
+    total = accelerator.reduce(local, reduction="sum").item() if world > 1 else local.item()
+    if total == 0:
+        raise ValueError("an optimizer step has no units to average its loss over (no targets, no pairs)")
+    normaliser = total / (world * k)
+    sums: dict[str, torch.Tensor] = {}
+    for batch in micro_batches:
+        batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss, metrics = objective.loss(model, batch, normaliser)
+            accelerator.backward(loss)
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().double()
+    names = sorted(sums)
+    stacked = torch.stack([sums[n] for n in names])
+    stacked = accelerator.reduce(stacked, reduction="sum") if world > 1 else stacked
+    return {n: v / total for n, v in zip(names, stacked.tolist())}, int(total)
+
+
+@torch.no_grad()
+def evaluate_objective(accelerator, model, loader, objective, max_batches: Optional[int] = None) -> dict[str, float]:
+    """Each metric's mean per unit over `loader` (every process, each validation row once): the objective's
+    `per_unit(model, batch)` values go through `gather_for_metrics`, which drops the rows that pad uneven shards."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+        with accelerator.autocast():
+            values = objective.per_unit(model, batch)
+        if accelerator.num_processes > 1:
+            values = accelerator.gather_for_metrics(values)
+        for name, v in values.items():
+            sums[name] = sums.get(name, 0.0) + v.double().sum()
+        count += len(next(iter(values.values())))
+    model.train(was_training)
+    return {n: (v / count).item() for n, v in sums.items()} if count else {}
+
+
 def optimizer_step(accelerator, optimizer, scheduler) -> bool:
     """Apply the update, then advance the schedule only if the update was applied: under fp16 the grad scaler
     skips a step whose gradients overflowed, and the schedule must not run ahead of the steps really taken."""
@@ -352,6 +405,7 @@ class LoopSetup:
     tokenizer: Any = None  # tokenises eval.tasks and serves eval.harness_tasks; needed only when they are set
     # Data stages after the first (whose loader is train_loader): (first step, loader, name) each, in order.
     later_stages: list[tuple[int, Any, str]] = field(default_factory=list)
+    objective: Any = None  # an Objective other than causal LM (preference pairs); None = token cross-entropy
 
 
 def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation: EvalConfig,
@@ -384,7 +438,12 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
         if state.stage != before and acc.is_main_process:
             bar.write(f"step {state.step}: data stage {state.stage} ({stage_names[state.stage]}) begins")
         micro = [next(stream) for _ in range(train.grad_accum_steps)]
-        loss, _targets = train_step(acc, model, micro, output_loss)
+        extra: dict[str, float] = {}
+        if setup.objective is not None:
+            extra, _units = objective_step(acc, model, micro, setup.objective)
+            loss = extra.pop("loss")
+        else:
+            loss, _targets = train_step(acc, model, micro, output_loss)
         if train.max_grad_norm is not None and acc.sync_gradients:
             norm = acc.clip_grad_norm_(model.parameters(), train.max_grad_norm)
             grad_norm = float(norm) if norm is not None else None
@@ -411,11 +470,21 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
                 point["grad_norm"] = grad_norm
             if setup.later_stages:  # the boundary shows on every tracker's curves
                 point["data_stage"] = state.stage
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{util:.1%}" if util is not None else "n/a")
+            point.update(extra)
+            postfix = {"loss": f"{loss:.3f}", "tok_s": f"{tps:,.0f}", "mfu": f"{util:.1%}" if util is not None else "n/a"}
+            if "rewards/accuracy" in extra:
+                postfix.update(acc=f"{extra['rewards/accuracy']:.2f}", margin=f"{extra['rewards/margin']:.3f}")
+            bar.set_postfix(**postfix)
             _record(acc, state, point, on_log)
             window_tokens, window_start = 0, time.perf_counter()
         if (setup.eval_loader is not None or downstream) and (state.step % evaluation.every == 0 or last):
-            if setup.eval_loader is not None:
+            if setup.eval_loader is not None and setup.objective is not None:
+                values = evaluate_objective(acc, model, setup.eval_loader, setup.objective, evaluation.max_batches)
+                state.val_loss = values.get("loss", math.nan)
+                _record(acc, state, {f"val_{k}": v for k, v in values.items()}, on_log)
+                if acc.is_main_process:
+                    bar.write(f"step {state.step}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+            elif setup.eval_loader is not None:
                 val, _ = evaluate_loss(acc, model, setup.eval_loader, evaluation.max_batches)
                 state.val_loss = val
                 _record(acc, state, {"val_loss": val, "val_perplexity": math.exp(min(val, 50))}, on_log)

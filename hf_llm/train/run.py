@@ -312,14 +312,16 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
         precision: str, out: Path, description: str = "", train_sampler=None,
         on_checkpoint: Callable[[LoopState, Any], None] | None = None,
         train_stream: Callable[[int, int], Any] | None = None, tokenizer: Any = None,
-        stages: Optional[list[DataStage]] = None, data_fingerprint: Optional[str] = None) -> tuple[LoopState, Any]:
+        stages: Optional[list[DataStage]] = None, data_fingerprint: Optional[str] = None,
+        objective: Any = None) -> tuple[LoopState, Any]:
     """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model).
 
     `on_checkpoint` is handed to the loop (called on every process after each checkpoint). `train_stream`
     (`open(epoch, skip_batches)`, see hf_llm.data.stream) replaces `train_ds`: it is already split by node, so it
     does not go through accelerate.prepare (which would shard it again); the loop moves its batches to the device.
     `stages` (data.stages) replace both: each stage's blocks or stream, and where it ends. `data_fingerprint`
-    identifies the (single stage's) training data for `train.init_from`.
+    identifies the (single stage's) training data for `train.init_from`. `objective` (hf_llm.train.objective)
+    replaces the token cross-entropy (preference pairs); None keeps it.
 
     `train.init_from` (a fresh run only: a checkpoint of this run's own wins) starts from another run's weights,
     optimizer state and RNG with this run's schedule from step 0 (see checkpoint.start_from_checkpoint).
@@ -374,7 +376,7 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
         train_loader=loaders[0], eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
         flops_per_token=flops_per_token,
         peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
-        checkpoint_dir=ckpt_root, tokenizer=tokenizer,
+        checkpoint_dir=ckpt_root, tokenizer=tokenizer, objective=objective,
         later_stages=[(start, loader, stage.name) for start, loader, stage in zip(ends, loaders[1:], stages[1:])],
     )
     if len(stages) > 1:

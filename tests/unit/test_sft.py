@@ -203,7 +203,8 @@ def test_prompt_completion_and_alpaca_map_to_turns(tok, tmp_path):
     ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}], "empty assistant message"),
     ([{"role": "user", "content": "Hi"}], "no assistant message"),
     ([{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "Hello"}], "starts with an assistant"),
-    ([{"role": "user", "content": ["a", "b"]}, {"role": "assistant", "content": "Hi"}], "content of type list"),
+    ([{"role": "user", "content": ["a", "b"]}, {"role": "assistant", "content": "Hi"}], "content part of type 'str'"),
+    ([{"role": "user", "content": 3}, {"role": "assistant", "content": "Hi"}], "content of type int"),
     ([], "non-empty list"),
 ])
 def test_bad_conversations(messages, message):

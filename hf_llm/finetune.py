@@ -340,7 +340,7 @@ def reference_fingerprint(cfg: FinetuneRunConfig, data: PreferenceData, precisio
                 h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     for split in (data.train, data.validation):
         for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
-            h.update(json.dumps(split[column]).encode())
+            h.update(json.dumps(list(split[column])).encode())
     return h.hexdigest()[:16]
 
 

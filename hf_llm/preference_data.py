@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .config import DataConfig, SourceConfig
-from .data.sources import drop_empty_files, infer_format, resolve_files, source_label
+from .data.sources import source_label
 from .errors import ConfigError, DataError
-from .sft import MalformedExample, normalize_messages, parse_tools, split_and_mix
+from .sft import MalformedExample, normalize_messages, parse_tools, read_records, records_dataset, split_and_mix
 
 PREFERENCE_FORMATS = ("auto", "explicit", "implicit")
 TRUNCATIONS = ("prompt_first", "response_first", "drop")
@@ -63,34 +63,20 @@ class PreferenceConfig:
             raise ConfigError(f"preference.max_length must be at least 2, got {self.max_length}")
 
 
-def read_records(src: SourceConfig) -> list[Any]:
-    """Every row of a source as Python values. Local JSON Lines are parsed line by line, so rows whose fields
-    change type (content null, text or parts) still load, and a line that is not JSON becomes a bad row (a
-    `MalformedExample` in the list) instead of stopping the run; other formats go through `load_source`."""
-    files = drop_empty_files(src.path, resolve_files(src.path)) if src.format != "hub" else []
+def read_pair_records(src: SourceConfig) -> list[Any]:
+    """Every row of a source as Python values (JSON Lines line by line, see `sft.read_records`)."""
+    rows = read_records(src)
+    if rows is not None:
+        return rows
+    from datasets import load_dataset
+
+    from .data.sources import BUILDERS, drop_empty_files, infer_format, resolve_files
+
+    if src.format == "hub":
+        return load_dataset(src.path, src.name, split=src.split, revision=src.revision).to_list()
+    files = drop_empty_files(src.path, resolve_files(src.path))
     fmt = src.format if src.format != "auto" else infer_format(files)
-    if fmt != "jsonl":
-        from datasets import load_dataset
-
-        from .data.sources import BUILDERS
-
-        ds = (load_dataset(src.path, src.name, split=src.split, revision=src.revision) if fmt == "hub" else
-              load_dataset(BUILDERS[fmt], data_files=files, split="train"))
-        return ds.to_list()
-    import gzip
-
-    rows: list[Any] = []
-    for path in files:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as e:
-                    rows.append(MalformedExample("bad_json", f"{path}:{number} is not JSON ({e})"))
-    return rows
+    return load_dataset(BUILDERS[fmt], data_files=files, split="train").to_list()
 
 
 def detect_format(rows: list[Any], pref: PreferenceConfig, label: str) -> str:
@@ -280,16 +266,12 @@ class PreferenceData:
 def build_preference_datasets(data: DataConfig, pref: PreferenceConfig, tokenizer,
                               bos: bool = False) -> PreferenceData:
     """Read, encode and check every source; hold out whole pairs per source; mix the training parts by weight."""
-    from datasets import Dataset
-
     parts, sources, rejects = [], {}, []
     for src in data.sources:
         label = source_label(src)
-        rows = read_records(src)
+        rows = read_pair_records(src)
         fmt = detect_format(rows, pref, label)
-        records = [json.dumps({"__malformed__": r.reason, "detail": str(r)}) if isinstance(r, MalformedExample)
-                   else json.dumps(r) for r in rows]
-        ds = Dataset.from_dict({"record": records})
+        ds = records_dataset(rows)
         encoded = ds.map(encode_rows, batched=True, with_indices=True, remove_columns=["record"],
                          fn_kwargs={"tokenizer": tokenizer, "fmt": fmt, "pref": pref, "bos": bos, "label": label},
                          num_proc=data.num_proc if data.num_proc > 1 and len(ds) >= 10_000 else None)

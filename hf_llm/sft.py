@@ -9,7 +9,7 @@ such as "Assistant:" tokenises differently after a space or a newline, so its id
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -23,7 +23,7 @@ from .errors import DataError
 from .data.pack import IGNORE_INDEX
 
 ROLES = ("system", "user", "assistant", "tool")
-SFT_FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "text")
+SFT_FORMATS = ("auto", "messages", "sharegpt", "prompt_completion", "alpaca", "text")
 OVERFLOW = ("truncate", "drop")
 KEPT_STATUSES = ("ok", "truncated")  # example statuses that stay in the data set
 
@@ -45,8 +45,11 @@ _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 @dataclass
 class SFTConfig:
-    format: str = "auto"  # auto | messages | prompt_completion | alpaca | text; auto picks by the columns present
-    messages_field: str = "messages"  # messages: a list of {role, content} per row
+    # auto | messages | sharegpt | prompt_completion | alpaca | text; auto picks by the columns present
+    format: str = "auto"
+    messages_field: str = "messages"  # messages: a list of {role, content} per row (OpenAI style: tool_calls, parts)
+    conversations_field: str = "conversations"  # sharegpt: a list of {from, value} per row
+    tools_field: str = "tools"  # a per-row list of tools (or its JSON text) passed to the chat template
     prompt_field: str = "prompt"  # prompt_completion: the user's side
     completion_field: str = "completion"  # prompt_completion: the answer to learn
     instruction_field: str = "instruction"  # alpaca: the task
@@ -57,6 +60,7 @@ class SFTConfig:
     packing: bool = False  # pack examples into max_length rows (position ids restart per example) instead of padding
     chat_template: Optional[str] = DEFAULT_CHAT_TEMPLATE  # used only when the tokenizer has none; recorded
     completion_only: bool = True  # loss on assistant turns (and their closing EOS) only, not on prompts
+    strict: bool = False  # a malformed row stops the run instead of being skipped and counted (rejects.jsonl)
 
     def __post_init__(self) -> None:
         if self.format not in SFT_FORMATS:
@@ -279,42 +283,151 @@ def fit_length(ids: list[int], labels: list[int], max_length: int, overflow: str
     return ids, labels, status
 
 
+def row_messages(row: dict[str, Any], fmt: str, sft: "SFTConfig") -> list[dict[str, Any]]:
+    """The chat messages of one row of format `fmt` (not text), validated and normalised."""
+    def field(name: str) -> Any:
+        value = row.get(name)
+        if value is None:
+            raise MalformedExample("missing_field", f"the row has no {name!r}")
+        return value
+
+    if fmt == "messages":
+        messages = field(sft.messages_field)
+    elif fmt == "sharegpt":
+        messages = field(sft.conversations_field)
+    elif fmt == "prompt_completion":
+        prompt, completion = field(sft.prompt_field), field(sft.completion_field)
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise MalformedExample("wrong_type", "prompt and completion must be text")
+        messages = prompt_completion_messages(prompt, completion)
+    else:
+        instruction, output = field(sft.instruction_field), field(sft.output_field)
+        if not isinstance(instruction, str) or not isinstance(output, str):
+            raise MalformedExample("wrong_type", "instruction and output must be text")
+        messages = alpaca_messages(instruction, row.get(sft.input_field), output)
+    return check_messages(messages)
+
+
 def encode_batch(batch: dict[str, list], indices: list[int], tokenizer, fmt: str, sft: SFTConfig, bos: bool,
                  label: str) -> dict[str, list]:
-    """`datasets.map(batched=True, with_indices=True)` body: rows of `fmt` → input_ids, labels, status."""
-    out: dict[str, list] = {"input_ids": [], "labels": [], "status": []}
+    """`datasets.map(batched=True, with_indices=True)` body: rows of `fmt` → input_ids, labels, status, reason.
+
+    Rows come as columns or, for JSON Lines, as each row's JSON text (`record`), so fields whose type changes from
+    row to row still load. A malformed row gets status `rejected` and its reason; `sft.strict` raises instead.
+    """
+    import json
+
+    out: dict[str, list] = {"input_ids": [], "labels": [], "status": [], "reason": [], "row": []}
     for j, index in enumerate(indices):
+        reason = ""
         try:
+            row = json.loads(batch["record"][j]) if "record" in batch else {k: batch[k][j] for k in batch}
+            if not isinstance(row, dict):
+                raise MalformedExample("wrong_type", f"a row must be a JSON object, got {type(row).__name__}")
+            if "__malformed__" in row:
+                raise MalformedExample(row["__malformed__"], row["detail"])
             if fmt == "text":
-                ids, labels = encode_text(tokenizer, batch["text"][j], bos)
+                text = row.get("text")
+                if not isinstance(text, str):
+                    raise MalformedExample("wrong_type", f"the text field holds {type(text).__name__}, not text")
+                ids, labels = encode_text(tokenizer, text, bos)
             else:
-                if fmt == "messages":
-                    messages = batch[sft.messages_field][j]
-                elif fmt == "prompt_completion":
-                    messages = prompt_completion_messages(batch[sft.prompt_field][j], batch[sft.completion_field][j])
-                else:
-                    context = batch[sft.input_field][j] if sft.input_field in batch else None
-                    messages = alpaca_messages(batch[sft.instruction_field][j], context, batch[sft.output_field][j])
-                ids, labels = encode_conversation(tokenizer, check_messages(messages), sft.completion_only, bos)
+                ids, labels = encode_conversation(tokenizer, row_messages(row, fmt, sft), sft.completion_only, bos,
+                                                  parse_tools(row.get(sft.tools_field)))
+            ids, labels, status = fit_length(ids, labels, sft.max_length, sft.overflow)
+        except MalformedExample as e:
+            if sft.strict:
+                raise DataError(f"source {label!r}, row {index}: {e} (sft.strict=true)") from None
+            ids, labels, status, reason = [], [], "rejected", f"{e.reason}: {e}"
         except DataError as e:
             raise DataError(f"source {label!r}, row {index}: {e}") from None
-        ids, labels, status = fit_length(ids, labels, sft.max_length, sft.overflow)
         out["input_ids"].append(ids)
         out["labels"].append(labels)
         out["status"].append(status)
+        out["reason"].append(reason)
+        out["row"].append(index)
     return out
 
 
 FORMAT_COLUMNS = {  # the column that identifies each format, and the ones it also needs
     "messages": ("messages_field", ()),
+    "sharegpt": ("conversations_field", ()),
     "prompt_completion": ("prompt_field", ("completion_field",)),
     "alpaca": ("instruction_field", ("output_field",)),
     "text": (None, ()),
 }
 
 
+def read_records(src: SourceConfig) -> list[Any]:
+    """Every row of a local JSON Lines source as Python values, parsed line by line: rows whose fields change type
+    (content null, text or parts) still load, and a line that is not JSON becomes a `MalformedExample` in the list
+    (skipped and counted) instead of stopping the run. Other formats: None (read through `datasets`)."""
+    import gzip
+    import json
+
+    from .data.sources import drop_empty_files, infer_format, resolve_files
+
+    if src.format == "hub":
+        return None
+    files = drop_empty_files(src.path, resolve_files(src.path))
+    if (src.format if src.format != "auto" else infer_format(files)) != "jsonl":
+        return None
+    rows: list[Any] = []
+    for path in files:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    rows.append(MalformedExample("bad_json", f"{path}:{number} is not JSON ({e})"))
+    return rows
+
+
+def records_dataset(rows: list[Any]):
+    """One `record` column of JSON text (a malformed line as its reason), which `encode_batch` decodes."""
+    import json
+
+    from datasets import Dataset
+
+    return Dataset.from_dict({"record": [json.dumps({"__malformed__": r.reason, "detail": str(r)})
+                                         if isinstance(r, MalformedExample) else json.dumps(r) for r in rows]})
+
+
 def load_sft_source(src: SourceConfig, sft: SFTConfig):
-    """One source through `load_source`, keyed on its format's column. Returns (dataset, format)."""
+    """One source, keyed on its format's column. Returns (dataset, format)."""
+    rows = read_records(src)
+    if rows is None:
+        return _load_sft_columns(src, sft)
+    keys: dict[str, None] = {}  # the columns in the order the rows give them
+    for row in rows[:100]:
+        if isinstance(row, dict):
+            keys.update(dict.fromkeys(row))
+    keys = list(keys)
+    candidates = list(FORMAT_COLUMNS) if sft.format == "auto" else [sft.format]
+    for fmt in candidates:
+        key_attr, needs = FORMAT_COLUMNS[fmt]
+        wanted = [getattr(sft, key_attr) if key_attr else src.text_field, *(getattr(sft, n) for n in needs)]
+        missing = [w for w in wanted if w not in keys]
+        if not missing:
+            if fmt == "text" and src.text_field != "text":
+                rows = [{"text": r.get(src.text_field)} if isinstance(r, dict) else r for r in rows]
+            return records_dataset(rows), fmt
+        if sft.format != "auto":
+            raise DataError(f"sft.format={sft.format}: source {src.path!r} has no column {missing[0]!r}; its columns "
+                            f"are {keys}")
+    raise DataError(
+        f"cannot tell the format of source {src.path!r}: expected a {sft.messages_field!r} column (messages), "
+        f"{sft.conversations_field!r} (ShareGPT), {sft.prompt_field!r}+{sft.completion_field!r}, "
+        f"{sft.instruction_field!r}+{sft.output_field!r} (alpaca) or {src.text_field!r} (text); its columns are "
+        f"{keys}. Set sft.format and the sft.*_field names."
+    )
+
+
+def _load_sft_columns(src: SourceConfig, sft: SFTConfig):
+    """A non-JSON-Lines source through `load_source`, keyed on its format's column. Returns (dataset, format)."""
     candidates = list(FORMAT_COLUMNS) if sft.format == "auto" else [sft.format]
     last: Optional[DataError] = None
     for fmt in candidates:
@@ -337,8 +450,9 @@ def load_sft_source(src: SourceConfig, sft: SFTConfig):
         raise DataError(f"sft.format={sft.format}: {last}") from None
     raise DataError(
         f"cannot tell the format of source {src.path!r}: expected a {sft.messages_field!r} column (messages), "
-        f"{sft.prompt_field!r}+{sft.completion_field!r}, {sft.instruction_field!r}+{sft.output_field!r} (alpaca) or "
-        f"{src.text_field!r} (text); {last}. Set sft.format and the sft.*_field names."
+        f"{sft.conversations_field!r} (ShareGPT), {sft.prompt_field!r}+{sft.completion_field!r}, "
+        f"{sft.instruction_field!r}+{sft.output_field!r} (alpaca) or {src.text_field!r} (text); {last}. Set "
+        f"sft.format and the sft.*_field names."
     ) from None
 
 
@@ -347,24 +461,33 @@ class SFTData:
     train: Any  # datasets.Dataset: input_ids, labels (+ position_ids when packed)
     validation: Any
     stats: dict[str, Any]  # per source and per split, for the summary and the model card
+    rejects: list[dict[str, Any]] = field(default_factory=list)  # {source, row, reason} of every skipped row
 
 
 def build_sft_datasets(data: DataConfig, sft: SFTConfig, tokenizer, bos: bool = False) -> SFTData:
     """Load, encode and length-limit every source; hold out whole examples per source; mix the training parts by
     weight; pack if asked."""
-    parts, sources = [], {}
+    parts, sources, rejects = [], {}, []
     for src in data.sources:
         label = source_label(src)
         ds, fmt = load_sft_source(src, sft)
         encoded = ds.map(encode_batch, batched=True, with_indices=True, remove_columns=ds.column_names,
                          fn_kwargs={"tokenizer": tokenizer, "fmt": fmt, "sft": sft, "bos": bos, "label": label},
                          num_proc=data.num_proc if data.num_proc > 1 and len(ds) >= 10_000 else None)
-        statuses = encoded["status"]
+        statuses = list(encoded["status"])
         counts = {s: statuses.count(s) for s in ("truncated", "dropped", "no_targets")}
-        kept = encoded.filter(lambda s: s in KEPT_STATUSES, input_columns="status").remove_columns("status")
-        sources[label] = {"format": fmt, "rows": len(ds), "examples": len(kept), **counts}
+        reasons: dict[str, int] = {}
+        for status, reason, row in zip(statuses, encoded["reason"], encoded["row"]):
+            if status == "rejected":
+                code = reason.split(":", 1)[0]
+                reasons[code] = reasons.get(code, 0) + 1
+                rejects.append({"source": label, "row": row, "reason": reason})
+        kept = encoded.filter(lambda s: s in KEPT_STATUSES, input_columns="status")
+        kept = kept.remove_columns(["status", "reason", "row"])
+        sources[label] = {"format": fmt, "rows": len(ds), "examples": len(kept), **counts, "rejected": reasons}
         if len(kept) == 0:
-            raise DataError(f"source {src.path!r} has no usable example (see sft.max_length, sft.overflow): {counts}")
+            raise DataError(f"source {src.path!r} has no usable example (see sft.max_length, sft.overflow): "
+                            f"{counts}, skipped: {reasons}")
         parts.append(kept)
     train, validation = split_and_mix(parts, [s.weight for s in data.sources], data)
     stats = {"sources": sources, "train": _split_stats(train, sft.max_length),
@@ -372,7 +495,7 @@ def build_sft_datasets(data: DataConfig, sft: SFTConfig, tokenizer, bos: bool = 
     if sft.packing:
         train, validation = (pack_dataset(d, sft.max_length, tokenizer.pad_token_id) for d in (train, validation))
         stats["train"]["rows"], stats["validation"]["rows"] = len(train), len(validation)
-    return SFTData(train, validation, stats)
+    return SFTData(train, validation, stats, rejects)
 
 
 def validation_counts(sizes: list[int], weights: list[float], fraction: float, max_docs: int) -> list[int]:

@@ -166,7 +166,7 @@ def test_truncation_and_drop_are_counted(tok, tmp_path):
     path = _write(tmp_path / "c.jsonl", rows)
     cut = build_sft_datasets(_data(path), SFTConfig(max_length=40, overflow="truncate"), tok)
     assert cut.stats["sources"]["c"] == {"format": "messages", "rows": 8, "examples": 8, "truncated": 2, "dropped": 0,
-                                         "no_targets": 0}
+                                         "no_targets": 0, "rejected": {}}
     assert max(len(ids) for ids, _ in _all(cut)) == 40
     dropped = build_sft_datasets(_data(path), SFTConfig(max_length=40, overflow="drop"), tok)
     assert dropped.stats["sources"]["c"]["dropped"] == 2 and len(_all(dropped)) == 6
@@ -215,8 +215,14 @@ def test_bad_conversations(messages, message):
 def test_bad_row_names_source_and_row(tok, tmp_path):
     rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}] * 3
     rows.append({"messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "Beep"}]})
+    path = _write(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DataError, match=r"source 'bad', row 3: message 1 has unknown role 'robot'"):
-        build_sft_datasets(_data(_write(tmp_path / "bad.jsonl", rows)), SFTConfig(), tok)
+        build_sft_datasets(_data(path), SFTConfig(strict=True), tok)
+    data = build_sft_datasets(_data(path), SFTConfig(), tok)  # by default: skipped, counted, listed
+    assert data.stats["sources"]["bad"]["rejected"] == {"unknown_role": 1}
+    assert data.rejects == [{"source": "bad", "row": 3,
+                             "reason": "unknown_role: message 1 has unknown role 'robot'; expected one of "
+                                       "('system', 'user', 'assistant', 'tool')"}]
 
 
 def test_missing_column_lists_the_columns(tok, tmp_path):
@@ -316,3 +322,54 @@ def test_chat_data_without_any_template(base_tokenizer, tmp_path):
                                                        {"role": "assistant", "content": "Hello."}]}] * 2)
     with pytest.raises(DataError, match="needs a chat template"):
         build_sft_datasets(_data(path), SFTConfig(chat_template=None), t)
+
+
+def test_chat_data_as_it_comes(tok, tmp_path):
+    """Tool calls with null content, tool messages, a tools list for the template, OpenAI content parts, a line
+    that is not JSON and malformed conversations in one file: the good rows train (the tool call is a target, the
+    tool's output is not), the bad ones are skipped and counted by reason."""
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    call = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}
+    good = [
+        {"messages": [{"role": "user", "content": "Weather in Paris?"},
+                      {"role": "assistant", "content": None, "tool_calls": [call]},
+                      {"role": "tool", "content": "sunny"},
+                      {"role": "assistant", "content": "It is sunny."}], "tools": [weather]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
+                      {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]}]},
+    ] + [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Yes."}]}
+         for i in range(6)]
+    bad = [
+        {"messages": [{"role": "system", "content": "Be brief."}]},  # system only
+        {"messages": [{"role": "user", "content": "Hi"}]},  # no assistant turn
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}]},  # empty answer
+        {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]},  # wrong type
+        {"messages": [{"role": "narrator", "content": "x"}, {"role": "assistant", "content": "y"}]},  # unknown role
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in good + bad) + "{oops\n")
+    data = build_sft_datasets(_data(path), SFTConfig(), tok)
+    assert data.stats["sources"]["chat"]["rejected"] == {
+        "system_only": 1, "no_assistant_turn": 1, "empty_answer": 1, "wrong_type": 1, "unknown_role": 1,
+        "bad_json": 1}
+    assert data.stats["sources"]["chat"]["examples"] == len(good)
+    texts = {tok.decode(ids): trained_runs(tok, ids, labels) for ids, labels in _all(data)}
+    tool_row = next(t for t in texts if "weather" in t)
+    assert tool_row.startswith("<|tools|>\n[{\"type\": \"function\"")  # the tools list reached the template
+    assert texts[tool_row] == ['<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>' + EOS,
+                               "It is sunny." + EOS]  # the call is learnt, the tool's output is not
+    parts_row = next(t for t in texts if "Hello!" in t)
+    assert "<|user|>\nHi\nthere" + EOS in parts_row and texts[parts_row] == ["Hello!" + EOS]
+    with pytest.raises(DataError, match=r"row 8: the conversation has only system messages \(sft.strict=true\)"):
+        build_sft_datasets(_data(path), SFTConfig(strict=True), tok)
+
+
+def test_sharegpt_rows(tok, tmp_path):
+    rows = [{"conversations": [{"from": "system", "value": "Be kind."}, {"from": "human", "value": f"Hi {i}"},
+                               {"from": "gpt", "value": f"Hello {i}."}]} for i in range(4)]
+    data = build_sft_datasets(_data(_write(tmp_path / "sg.jsonl", rows)), SFTConfig(), tok)
+    assert data.stats["sources"]["sg"]["format"] == "sharegpt"
+    for ids, labels in _all(data):
+        i = tok.decode(ids).split("Hi ")[1][0]
+        assert tok.decode(ids).startswith(f"<|system|>\nBe kind.{EOS}<|user|>\nHi {i}{EOS}")
+        assert trained_runs(tok, ids, labels) == [f"Hello {i}.{EOS}"]

@@ -6,9 +6,12 @@
 2. flash_packing_parity: a packed micro-batch > 1 under flash attention gives each document's logits alone;
 3. ZeRO-3 and FSDP2 through the shipped accelerate configs (1 process), 20 steps: loss falls, export == live;
 4. QLoRA (bitsandbytes) for 10 steps on a small pretrained export: loss falls, the adapter loads with PEFT;
-5. train.compile=true (regional): export == live.
+5. train.compile=true (regional): export == live;
+6. DPO with LoRA in bf16 with flash attention (if flash-attn installs, else SDPA, said in the result) on the
+   shipped toy preference file, 20 steps on a tiny pretrained export: loss falls below ln 2, held-out reward
+   accuracy, tokens/s, peak memory.
 
-    python benchmarks/gpu_check.py [--only throughput,parity,zero3,fsdp2,qlora,compile]
+    python benchmarks/gpu_check.py [--only throughput,parity,zero3,fsdp2,qlora,compile,dpo]
 
 It installs what it needs with pip (flash-attn, bitsandbytes, liger-kernel), never torch; a check whose package
 does not install is reported as skipped with the reason. Without a GPU it stops at once with a clear message.
@@ -219,6 +222,31 @@ def qlora() -> dict:
             "adapter_loads_with_peft": type(loaded).__name__}
 
 
+def dpo() -> dict:
+    """(6) a tiny pretrained export, then 20 DPO steps (LoRA, bf16, flash attention) on the toy preference file."""
+    import math
+
+    attention = "flash_attention_2" if pip_install("flash_attn", "flash-attn") is None else "sdpa"
+    base = launch("dpo-base", None, TINY_RUN)
+    if not base.get("ok"):
+        return {"ok": False, "error": "pretraining the base failed", "base": base}
+    out = Path(tempfile.mkdtemp(prefix="gpu_check-dpo-"))
+    cmd = [sys.executable, "scripts/finetune.py", "configs/recipes/dpo_lora_tiny.yaml", f"output_dir={out}",
+           f"model.name_or_path={Path(base['output_dir']) / 'model'}", f"model.attn_implementation={attention}",
+           "train.precision=bf16", "train.max_steps=20", "train.log_every=2", "train.save_every=null",
+           "eval.every=20", "train.report_to=[none]", "train.lr=2e-3"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=repo_env())
+    if done.returncode != 0:
+        return {"ok": False, "attention": attention, "error": done.stderr.strip()[-2000:]}
+    summary = json.loads((out / "summary.json").read_text())
+    train = [p for p in summary["history"] if "rewards/accuracy" in p]
+    val = summary["preference_metrics"]["validation"]
+    return {"ok": train[-1]["loss"] < math.log(2), "attention": attention, "first_loss": train[0]["loss"],
+            "last_loss": train[-1]["loss"], "held_out": val,
+            "tokens_per_second": [p["tokens_per_second"] for p in train],
+            "peak_memory_bytes": summary.get("peak_memory_bytes")}
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))  # run as a script, from anywhere
     argv = sys.argv[1:] if argv is None else argv
@@ -226,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         launched_pretraining(Path(argv[1]), argv[2:])
         return 0
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="throughput,parity,zero3,fsdp2,qlora,compile")
+    ap.add_argument("--only", default="throughput,parity,zero3,fsdp2,qlora,compile,dpo")
     a = ap.parse_args(argv)
     import torch
 
@@ -245,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "qlora": qlora,
         # fp32 master weights on one GPU: the live logits and the export's agree to fp32 rounding.
         "compile": lambda: launch("compile", None, [*TINY_RUN, "train.compile=true"], tolerance=1e-4),
+        "dpo": dpo,
     }
     for name in a.only.split(","):
         try:

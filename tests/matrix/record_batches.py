@@ -21,8 +21,9 @@ ENV = "RECORD_BATCHES_TO"
 def batch_digest(batch: dict) -> str:
     """A short digest of a micro-batch's token ids and targets (equal digests: the same training rows)."""
     h = hashlib.sha1()
-    for key in ("input_ids", "labels"):
-        h.update(batch[key].contiguous().cpu().numpy().tobytes())
+    for key in ("input_ids", "labels", "completion_mask"):  # completion_mask: preference pairs
+        if key in batch:
+            h.update(batch[key].contiguous().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

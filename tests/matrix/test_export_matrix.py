@@ -21,6 +21,7 @@ from hf_llm.errors import ConfigError
 from ..conftest import REPO, sample_documents, tiny_overrides, reset_accelerate_state
 
 CHAT = REPO / "tests" / "data" / "chat_sample.jsonl"
+PAIRS = REPO / "tests" / "data" / "preference_sample.jsonl"
 IDS = torch.randint(0, 500, (2, 24), generator=torch.Generator().manual_seed(0))
 
 
@@ -82,8 +83,9 @@ def test_pretraining_export_equals_live_model(compile, corpus, tmp_path, monkeyp
     assert (_logits(fresh) - seen["export_model"]).abs().max().item() > 1e-2
 
 
+@pytest.mark.parametrize("objective", ["sft", pytest.param("preference", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
-def test_lora_adapter_and_merged_exports_equal_live_model(compile, base_model, tmp_path, monkeypatch):
+def test_lora_adapter_and_merged_exports_equal_live_model(compile, objective, base_model, tmp_path, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -97,6 +99,9 @@ def test_lora_adapter_and_merged_exports_equal_live_model(compile, base_model, t
                  "train.warmup_steps=1", "train.save_every=null", "eval.every=4", "train.tensorboard=false",
                  "train.precision=fp32", "eval.sample_prompts=[]", "adapter.method=lora", "adapter.merge=true",
                  f"train.compile={str(compile).lower()}"]
+    if objective == "preference":  # DPO on pairs, the reference being the base with the adapter disabled
+        overrides += ["objective=preference", f"data.sources=[{{path: '{PAIRS}'}}]", "preference.max_length=128",
+                      "train.micro_batch_size=4", "train.lr=1e-2"]
     job.run_finetuning(load_config(None, overrides, schema=job.FinetuneRunConfig))
     live = seen["export_adapter"]
     base = AutoModelForCausalLM.from_pretrained(str(base_model))

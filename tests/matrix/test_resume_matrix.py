@@ -82,23 +82,24 @@ def _pretrain_overrides(out: Path, data: str, processes: int, dropout: float, ro
 # ------------------------------------------------------------------------------------------------ running
 
 
-def _run_in_process(out: Path, overrides: list[str], finetune: bool = False) -> dict:
+def _run_in_process(out: Path, overrides: list[str], finetune: bool = False, recipe: Path = LORA_RECIPE) -> dict:
     """One process, in this one, with the loop's micro-batches recorded to `out`."""
     from hf_llm.config import load_config
     from hf_llm.train import loop
 
-    original = loop.train_step
+    original, original_objective = loop.train_step, loop.objective_step
     loop.train_step = recording(original, out)
+    loop.objective_step = recording(original_objective, out)
     try:
         if finetune:
             from hf_llm.finetune import FinetuneRunConfig, run_finetuning
 
-            return run_finetuning(load_config(LORA_RECIPE, overrides, schema=FinetuneRunConfig))
+            return run_finetuning(load_config(recipe, overrides, schema=FinetuneRunConfig))
         from hf_llm.pretrain import run_pretraining
 
         return run_pretraining(load_config(None, overrides))
     finally:
-        loop.train_step = original
+        loop.train_step, loop.objective_step = original, original_objective
         reset_accelerate_state()
 
 
@@ -306,6 +307,34 @@ def test_lora_with_dropout_resumed_twice_equals_uninterrupted(base_model, tmp_pa
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+@pytest.mark.slow
+def test_dpo_lora_with_dropout_resumed_twice_equals_uninterrupted(base_model, tmp_path):
+    """Preference tuning (DPO, the reference being the base with the adapter disabled) resumes bit for bit: the
+    adapter, every training and validation metric, the loop states and the pairs trained on."""
+    pairs = REPO / "tests" / "data" / "preference_sample.jsonl"
+    recipe = REPO / "configs" / "recipes" / "dpo_lora_tiny.yaml"
+
+    def run(out: Path, overrides: list[str]) -> dict:
+        return _run_in_process(out, overrides, finetune=True, recipe=recipe)
+
+    def overrides(out: Path) -> list[str]:
+        return [*_lora_overrides(out, base_model), f"data.sources=[{{path: '{pairs}'}}]", "preference.max_length=128",
+                "train.micro_batch_size=4", "train.lr=1e-2"]
+
+    full_out, part_out = tmp_path / "full", tmp_path / "part"
+    full = run(full_out, overrides(full_out))
+    assert full["steps"] == STEPS and full["objective"] == "preference"
+    summaries, states = _train_in_segments(part_out, overrides(part_out), run)
+    for name in ("adapter/adapter_model.safetensors", "checkpoints/step-6/model.safetensors"):
+        _assert_same_tensors(full_out / name, part_out / name)
+    _assert_same_history(full, summaries[-1])
+    for key in ("rewards/accuracy", "rewards/margin", "val_rewards/margin", "val_logps/chosen"):
+        want, got = _by_step(full, key), _by_step(summaries[-1], key)  # a stop also validates: more points
+        assert want and all(got[s] == v for s, v in want.items()), key
+    _assert_same_states(full_out, states, 1, streamed=False)
+    _assert_same_batches(full_out, part_out, 1)
 
 
 # ------------------------------------------------------------------------------------------------ data stages

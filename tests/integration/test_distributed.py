@@ -28,12 +28,12 @@ def _env(cpu_ddp: bool = False) -> dict[str, str]:
     return env
 
 
-def _launch(config: str | None, out: Path, overrides: list[str]) -> dict:
+def _launch(config: str | None, out: Path, overrides: list[str], script: list[str] = ["scripts/pretrain.py"]) -> dict:
     if config is None:
         head = [*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     else:
         head = [*ACCELERATE, "--config_file", f"configs/accelerate/{config}.yaml"]
-    proc = subprocess.run([*head, "scripts/pretrain.py", *overrides], cwd=REPO, env=_env(config == "ddp"),
+    proc = subprocess.run([*head, *script, *overrides], cwd=REPO, env=_env(config == "ddp"),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return json.loads((out / "summary.json").read_text())
@@ -117,3 +117,29 @@ def test_zero3_resume_and_export_equal_live_model(tmp_path, prepared):
     loader = build_eval_loader(prep.validation.select(range(16)), 4, PackedCollator(prep.tokenizer.eos_token_id))
     loss, _ = evaluate_loss(Accelerator(cpu=True), model, loader)
     assert abs(loss - full["final_val_loss"]) <= 1e-4, (loss, full["final_val_loss"])
+
+
+@pytest.mark.parametrize("strategy, method", [("ddp", "full"), ("ddp", "lora"), ("zero3", "full")])
+def test_preference_two_processes_equal_one_process_with_accumulation(strategy, method, tmp_path):
+    """DPO: 2 processes × 2 pairs ≡ 1 process × 2 accumulation steps of 2 pairs (every logged loss and reward
+    metric, fp32 ≤1e-4). Full fine-tuning precomputes the reference log-probabilities on every process's share
+    and gathers them (under ZeRO-3 too); LoRA disables its adapter (through the DDP wrapper)."""
+    from ..unit.test_preference import make_base
+
+    base = make_base(tmp_path / "base")
+    script = ["scripts/finetune.py", "configs/recipes/dpo_lora_tiny.yaml"]
+
+    def overrides(out: Path, *extra: str) -> list[str]:
+        return [f"output_dir={out}", f"model.name_or_path={base}", f"adapter.method={method}", "adapter.dropout=0.0",
+                "train.micro_batch_size=2", "train.max_steps=6", "train.log_every=1", "train.save_every=null",
+                "eval.every=3", "train.precision=fp32", "train.report_to=[none]", "train.lr=5e-3",
+                "preference.max_length=128", *extra]
+
+    single = _launch(None, tmp_path / "one", overrides(tmp_path / "one", "train.grad_accum_steps=2"), script)
+    multi = _launch(strategy, tmp_path / "two", overrides(tmp_path / "two"), script)
+    assert multi["processes"] == 2, "the launch silently ran a single process"
+    assert multi["preference"]["reference"] == ("precompute" if method == "full" else "adapters")
+    for key in ("loss", "rewards/accuracy", "rewards/margin", "logps/chosen", "val_loss", "val_rewards/margin"):
+        a = [p[key] for p in single["history"] if key in p]
+        b = [p[key] for p in multi["history"] if key in p]
+        assert a and len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) <= 1e-4, (key, a, b)

@@ -207,7 +207,7 @@ def test_missing_column_is_reported_with_the_columns(base_model, tmp_path):
     ("adapter.method=prefix", "adapter.method must be one of"),
     ("adapter.target_modules=5", "target_modules must be 'all-linear' or a list"),
     ("sft.overflow=cut", "sft.overflow must be one of"),
-    ("sft.format=sharegpt", "sft.format must be one of"),
+    ("sft.format=xml", "sft.format must be one of"),
     ("sft.max_lenght=64", "did you mean sft.max_length"),
 ])
 def test_bad_settings(override, message):

@@ -29,6 +29,10 @@ PAIRS = REPO / "tests" / "data" / "preference_sample.jsonl"
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
+    return make_base(tmp_path_factory.mktemp("base") / "model")
+
+
+def make_base(out: Path) -> Path:
     """A tiny random Llama and a BPE tokenizer learned from the preference sample, saved as a model folder."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -41,7 +45,6 @@ def base(tmp_path_factory) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model = LlamaForCausalLM(config)
-    out = tmp_path_factory.mktemp("base") / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

@@ -10,7 +10,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_llm.config import TrainConfig
 from hf_llm.train.collate import PackedCollator
-from hf_llm.train.loop import build_eval_loader, evaluate_loss
+from hf_llm.train.loop import evaluate_loss
+from hf_llm.train.stages import build_eval_loader
 from hf_llm.train.run import make_accelerator
 
 EOS, VOCAB, SEQ, ROWS, MICRO = 1, 96, 24, 7, 2  # 7 rows: 4 batches over 1 process, 2 + 2 (one padded) over 2

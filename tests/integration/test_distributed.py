@@ -110,7 +110,8 @@ def test_zero3_resume_and_export_equal_live_model(tmp_path, prepared):
 
     from hf_llm.data.pipeline import load_prepared
     from hf_llm.train.collate import PackedCollator
-    from hf_llm.train.loop import build_eval_loader, evaluate_loss
+    from hf_llm.train.loop import evaluate_loss
+    from hf_llm.train.stages import build_eval_loader
 
     prep = load_prepared(prepared)
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "full" / "model"), dtype=torch.float32)

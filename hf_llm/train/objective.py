@@ -1,0 +1,81 @@
+"""What the one loop optimises: an objective turns a batch into a loss and tells what that loss is averaged over.
+
+Causal language modelling (pretraining, and SFT with its prompt labels masked) is `CausalLMObjective`; preference
+tuning plugs in another `Objective` without another loop. The loop (`train_step`) owns accumulation: it counts the
+step's units over every micro-batch and process, hands each micro-batch the same normaliser, and sums the metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+import torch
+
+from ..evaluation import row_token_nll
+from .collate import count_targets
+from .loss import OutputLoss
+
+Batch = dict[str, torch.Tensor]
+
+
+class Objective(Protocol):
+    """The loss the loop trains on (see `train.loop.train_step`)."""
+
+    def units(self, batch: Batch) -> int:
+        """What one optimizer step's loss is averaged over, in this micro-batch: target tokens (causal LM, SFT) or
+        pairs (preference)."""
+        ...
+
+    def loss(self, model: Any, batch: Batch, normaliser: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch's summed loss divided by `normaliser` (what backward runs on), and metric SUMS over the batch's
+        units (detached, float; the loop divides them by the step's units)."""
+        ...
+
+    def eval_rows(self, model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation, per row of `batch` (dim 0): (summed loss, units). Per row, so that a distributed evaluation
+        can drop the rows that only pad a shard (`gather_for_metrics`); runs under `torch.no_grad` in eval mode.
+
+        This default scores each row through `loss` with normaliser 1; an objective with a cheaper batched
+        validation overrides it (CausalLMObjective does)."""
+        sums, units = [], []
+        for i in range(next(iter(batch.values())).shape[0]):
+            row = {k: v[i:i + 1] for k, v in batch.items()}
+            loss, _ = self.loss(model, row, 1.0)
+            sums.append(loss.detach().double())
+            units.append(self.units(row))
+        device = sums[0].device
+        return torch.stack(sums), torch.tensor(units, device=device)
+
+
+class CausalLMObjective(Objective):
+    """Next-token cross-entropy over the labels that are not IGNORE_INDEX (labels are shifted inside, as the model
+    does). Metrics: none beyond the loss.
+
+    With `output_loss` (`train.fused_loss`, see train.loss.output_loss_for) the training forward (through the
+    DDP/DeepSpeed wrapper, which must see it) stops at the final hidden state (`logits_to_keep=1` leaves one
+    position's logits) and the chunked loss takes it from there. Validation keeps the model's own forward.
+    """
+
+    def __init__(self, output_loss: Optional[OutputLoss] = None):
+        self.output_loss = output_loss
+
+    def units(self, batch: Batch) -> int:
+        return count_targets(batch["labels"])
+
+    def loss(self, model: Any, batch: Batch, normaliser: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self.output_loss is not None:
+            out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            return self.output_loss(out.hidden_states[-1], batch["labels"], normaliser), {}
+        out = model(**inputs, labels=batch["labels"], use_cache=False, num_items_in_batch=torch.tensor(normaliser))
+        return out.loss, {}
+
+    def eval_rows(self, model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        # use_cache=False matters: with a cache transformers skips building the block-causal mask from the
+        # restarting position ids, and packed documents would attend to each other.
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs, use_cache=False).logits
+        return row_token_nll(logits, batch["labels"])  # the computation scripts/evaluate.py sums
+
+
+__all__ = ["Batch", "CausalLMObjective", "Objective"]

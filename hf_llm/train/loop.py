@@ -107,7 +107,7 @@ def evaluate_loss(accelerator, model, loader, objective: Optional[Objective] = N
 
 @dataclass
 class LoopSetup:
-    """What `fit` hands the loop: the prepared pieces, the step's batches and what to train them on."""
+    """What `fit` hands the loop: the pieces accelerate wrapped, the step's batches and what to train them on."""
 
     accelerator: Any
     model: Any
@@ -195,7 +195,8 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
                 point = downstream_pass(acc, model, setup.tokenizer, evaluation, encoded_tasks, state.step)
                 _record(acc, state, point, on_log)
                 if acc.is_main_process and WARNING_KEY not in point:
-                    bar.write(f"step {state.step}: " + ", ".join(f"{k[len('eval/'):]} {v:.4g}" for k, v in point.items()))
+                    scores = ", ".join(f"{k[len('eval/'):]} {v:.4g}" for k, v in point.items())
+                    bar.write(f"step {state.step}: {scores}")
             window_start = time.perf_counter()  # validation time is not training throughput
         state.elapsed_seconds = time.perf_counter() - run_start
         if (train.save_every and state.step % train.save_every == 0) or last:

@@ -353,7 +353,8 @@ def fit(cfg: RunConfig, accelerator, model, data: TrainData, precision: str, out
     model, optimizer, *sharded = accelerator.prepare(model, optimizer, *(x for x in loaders if x is not None))
     sharded.reverse()
     loaders = [sharded.pop() if x is not None else None for x in loaders]
-    # Built on the prepared optimizer: ZeRO regroups parameters, and the schedule must drive the groups that step.
+    # Built on the optimizer accelerate returned: ZeRO regroups parameters, and the schedule must drive the groups
+    # that step.
     scheduler = build_scheduler(optimizer, steps, train)
     accelerator.register_for_checkpointing(scheduler)
     if eval_loader is not None:

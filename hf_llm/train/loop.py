@@ -77,32 +77,35 @@ def optimizer_step(accelerator, optimizer, scheduler) -> bool:
 
 @torch.no_grad()
 def evaluate_loss(accelerator, model, loader, objective: Optional[Objective] = None,
-                  max_batches: Optional[int] = None) -> tuple[float, int]:
+                  max_batches: Optional[int] = None) -> tuple[float, int, dict[str, float]]:
     """Mean loss per unit (the causal LM objective: cross-entropy per target token) over `loader`, over all
-    processes, each validation row counted once; returns (loss, units).
+    processes, each validation item counted once; returns (loss, units, each metric per unit).
 
-    A loader that went through `accelerate.prepare` pads the last batches of uneven shards with rows from the start
-    (so every process runs the same number of forwards, which ZeRO-3 needs); per-row sums
-    (`objective.eval_rows`) go through `gather_for_metrics`, which drops that padding, so the result does not
+    A loader that went through `accelerate.prepare` pads the last batches of uneven shards with items from the
+    start (so every process runs the same number of forwards, which ZeRO-3 needs); per-item sums
+    (`objective.eval_items`) go through `gather_for_metrics`, which drops that padding, so the result does not
     depend on the number of processes.
     """
     objective = objective if objective is not None else CausalLMObjective()
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-    count = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    sums: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
         batch = {key: v.to(accelerator.device) for key, v in batch.items()}
         with accelerator.autocast():
-            sums, units = objective.eval_rows(model, batch)
+            items = objective.eval_items(model, batch)
         if accelerator.num_processes > 1:
-            sums, units = accelerator.gather_for_metrics((sums, units))
-        loss_sum += sums.sum()
-        count += units.sum()
+            items = accelerator.gather_for_metrics(items)
+        for name, values in items.items():
+            sums[name] = sums.get(name, 0.0) + values.double().sum()
     model.train(was_training)
-    return (loss_sum / count).item() if count > 0 else math.nan, int(count.item())
+    count = float(sums["units"]) if sums else 0.0
+    if count == 0:
+        return math.nan, 0, {}
+    means = {name: float(total) / count for name, total in sums.items() if name != "units"}
+    return means.pop("loss"), int(count), means
 
 
 @dataclass
@@ -186,9 +189,11 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
             window_tokens, window_start = 0, time.perf_counter()
         if (setup.eval_loader is not None or downstream) and (state.step % evaluation.every == 0 or last):
             if setup.eval_loader is not None:
-                val, _ = evaluate_loss(acc, model, setup.eval_loader, setup.objective, evaluation.max_batches)
+                val, _, val_metrics = evaluate_loss(acc, model, setup.eval_loader, setup.objective,
+                                                    evaluation.max_batches)
                 state.val_loss = val
-                _record(acc, state, {"val_loss": val, "val_perplexity": math.exp(min(val, 50))}, on_log)
+                _record(acc, state, {"val_loss": val, "val_perplexity": math.exp(min(val, 50)),
+                                     **{f"val_{name}": v for name, v in val_metrics.items()}}, on_log)
                 if acc.is_main_process:
                     bar.write(f"step {state.step}: validation loss {val:.4f} (perplexity {math.exp(min(val, 50)):.2f})")
             if downstream:

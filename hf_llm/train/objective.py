@@ -31,23 +31,15 @@ class Objective(Protocol):
         units (detached, float; the loop divides them by the step's units)."""
         ...
 
-    def eval_rows(self, model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation, per row of `batch` (dim 0): (summed loss, units). Per row, so that a distributed evaluation
-        can drop the rows that only pad a shard (`gather_for_metrics`); runs under `torch.no_grad` in eval mode.
-
-        This default scores each row through `loss` with normaliser 1; an objective with a cheaper batched
-        validation overrides it (CausalLMObjective does)."""
-        sums, units = [], []
-        for i in range(next(iter(batch.values())).shape[0]):
-            row = {k: v[i:i + 1] for k, v in batch.items()}
-            loss, _ = self.loss(model, row, 1.0)
-            sums.append(loss.detach().double())
-            units.append(self.units(row))
-        device = sums[0].device
-        return torch.stack(sums), torch.tensor(units, device=device)
+    def eval_items(self, model: Any, batch: Batch) -> dict[str, torch.Tensor]:
+        """Validation of `batch`, per item (what the loader's dataset holds: a block, an example, a pair) as 1-D
+        tensors over the items: "loss" (its summed loss), "units" (its units) and each metric's sum. Per item, so
+        that a distributed evaluation can drop the items that only pad a shard (`gather_for_metrics`). Runs in eval
+        mode under `torch.no_grad`."""
+        ...
 
 
-class CausalLMObjective(Objective):
+class CausalLMObjective:
     """Next-token cross-entropy over the labels that are not IGNORE_INDEX (labels are shifted inside, as the model
     does). Metrics: none beyond the loss.
 
@@ -70,12 +62,13 @@ class CausalLMObjective(Objective):
         out = model(**inputs, labels=batch["labels"], use_cache=False, num_items_in_batch=torch.tensor(normaliser))
         return out.loss, {}
 
-    def eval_rows(self, model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_items(self, model: Any, batch: Batch) -> dict[str, torch.Tensor]:
         # use_cache=False matters: with a cache transformers skips building the block-causal mask from the
         # restarting position ids, and packed documents would attend to each other.
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs, use_cache=False).logits
-        return row_token_nll(logits, batch["labels"])  # the computation scripts/evaluate.py sums
+        nll, targets = row_token_nll(logits, batch["labels"])  # the computation scripts/evaluate.py sums
+        return {"loss": nll, "units": targets}
 
 
 __all__ = ["Batch", "CausalLMObjective", "Objective"]

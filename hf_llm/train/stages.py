@@ -193,8 +193,7 @@ class StepBatches:
     epochs: list[EpochBatches]
     starts: list[int]
     state: LoopState
-    names: list[str] = field(default_factory=list)
-    _it: Optional[Iterator[Batch]] = None
+    _it: Optional[Iterator[Batch]] = field(default=None, init=False, repr=False)  # the current epoch's batches
 
     def __post_init__(self) -> None:
         state = self.state

@@ -26,7 +26,7 @@ for r in rows:
     r["input_ids"][SEQ // 2] = EOS  # two documents per row
 model = accelerator.prepare(model)
 loader = accelerator.prepare(build_eval_loader(rows, MICRO, PackedCollator(EOS)))
-loss, targets = evaluate_loss(accelerator, model, loader)
+loss, targets, _ = evaluate_loss(accelerator, model, loader)
 if accelerator.is_main_process:
     print(json.dumps({"loss": loss, "targets": targets, "processes": accelerator.num_processes}))
 # Tear the process group down before exit: a gloo group left to the interpreter's shutdown can abort a rank

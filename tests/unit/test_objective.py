@@ -3,6 +3,7 @@
 import copy
 import inspect
 
+import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
@@ -22,18 +23,9 @@ class CountingObjective(CausalLMObjective):
         targets = torch.tensor(float(self.units(batch)))
         return loss, {"one": targets, "summed_loss": loss.detach().float() * normaliser}
 
-
-class RowwiseObjective(Objective):
-    """The causal LM loss through the protocol's default (row by row) validation."""
-
-    def __init__(self):
-        self.inner = CausalLMObjective()
-
-    def units(self, batch):
-        return self.inner.units(batch)
-
-    def loss(self, model, batch, normaliser):
-        return self.inner.loss(model, batch, normaliser)
+    def eval_items(self, model, batch):
+        items = super().eval_items(model, batch)
+        return {**items, "one": items["units"].float(), "twice": 2 * items["loss"]}
 
 
 def _accelerator(k: int) -> Accelerator:
@@ -55,17 +47,24 @@ def test_metrics_are_summed_over_micro_batches_and_divided_by_the_steps_units():
     assert abs(one[0] - four[0]) <= 1e-5 and one[1] == four[1]
 
 
-def test_validation_goes_through_the_objective_and_its_default_is_the_same_loss():
-    model, batch = _model(), _batch()
-    rows = [{"input_ids": ids} for ids in batch["input_ids"]]
+def test_validation_goes_through_the_objective_with_its_metrics_per_unit():
     from hf_llm.train.collate import PackedCollator
 
-    loader = build_eval_loader(rows, 3, PackedCollator(1))
+    model, batch = _model(), _batch()
+    rows = [{"input_ids": ids} for ids in batch["input_ids"]]
+    loader = build_eval_loader(rows, 3, PackedCollator(1))  # 8 rows: batches of 3, 3, 2
     acc = _accelerator(1)
-    causal = evaluate_loss(acc, model, loader)
-    rowwise = evaluate_loss(acc, model, loader, RowwiseObjective())
-    assert causal[1] == rowwise[1] == sum(CausalLMObjective().units(PackedCollator(1)([r])) for r in rows)
-    assert abs(causal[0] - rowwise[0]) <= 1e-5
+    loss, units, metrics = evaluate_loss(acc, model, loader)
+    assert metrics == {}
+    assert units == CausalLMObjective().units(PackedCollator(1)(rows))
+    with torch.no_grad():  # the mean over all target tokens, whatever the batches
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        labels = PackedCollator(1)(rows)["labels"]
+        ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 64), labels[:, 1:].reshape(-1))
+    assert abs(loss - ref.item()) <= 1e-5
+    counted = evaluate_loss(acc, model, loader, CountingObjective())
+    assert counted[:2] == (loss, units)
+    assert counted[2] == {"one": 1.0, "twice": pytest.approx(2 * loss)}
 
 
 def test_fit_takes_at_most_eight_parameters():

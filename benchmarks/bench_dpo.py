@@ -61,11 +61,11 @@ def tiny_base(out: Path) -> Path:
 
     from hf_llm.config import TokenizerConfig
     from hf_llm.data.tokenizer import train_bpe_tokenizer
-    from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, prepare_tokenizer
+    from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, complete_tokenizer
 
     texts = [m["content"] for r in pairs(TOPICS) for k in ("prompt", "chosen", "rejected") for m in r[k]]
     tok = train_bpe_tokenizer(texts * 3, TokenizerConfig(vocab_size=400, min_frequency=2))
-    prepare_tokenizer(tok, DEFAULT_CHAT_TEMPLATE)
+    complete_tokenizer(tok, DEFAULT_CHAT_TEMPLATE)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -18,11 +18,12 @@ from .config import RunConfig
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
 from .preference_data import PreferenceConfig, PreferenceData, build_preference_datasets
-from .sft import SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
+from .sft import SFTConfig, SFTData, build_sft_datasets, complete_tokenizer
 from .io import publishing
 from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
 from .train.collate import PackedCollator, PaddingCollator, needs_varlen_kwargs
-from .train.run import fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, wait_for_main
+from .train.stages import BlockStage
 from .train.samplers import LengthGroupedSampler
 
 METHODS = ("full", "lora", "qlora")
@@ -166,7 +167,7 @@ def load_sft_tokenizer(cfg: FinetuneRunConfig, model_config) -> tuple[Any, dict[
     if len(tokenizer) > model_config.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model only {model_config.vocab_size} "
                           f"embeddings; use the base model's own tokenizer")
-    return tokenizer, prepare_tokenizer(tokenizer, cfg.sft.chat_template)
+    return tokenizer, complete_tokenizer(tokenizer, cfg.sft.chat_template)
 
 
 def load_base_model(cfg: FinetuneRunConfig, precision: str, device_index: int = 0):
@@ -267,8 +268,9 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
         seq_len = max(1, round(data.stats["train"]["mean_length"]))  # token budget and throughput count real tokens
     description = (f"fine-tuning {cfg.model.name_or_path} ({cfg.adapter.method}): {trainable:,} trainable of "
                    f"{total:,} parameters ({trainable / total:.2%})")
-    state, model = fit(cfg, accelerator, model, model_config, data.train, data.validation, collate, seq_len, precision,
-                       out, description=description, train_sampler=sampler, tokenizer=tokenizer, objective=objective)
+    train_data = TrainData([BlockStage(data.train, collate, sampler=sampler)], seq_len, data.validation, collate,
+                           objective=objective, tokenizer=tokenizer)
+    state, model = fit(cfg, accelerator, model, train_data, precision, out, description=description)
     summary = _summary(cfg, data, state, trainable, total, precision, notes, tokenizer, accelerator.num_processes,
                        time.perf_counter() - started)
     card = _model_card(cfg, model_config, total, data, summary, tokenizer, adapter_folder=cfg.adapter.method != "full")
@@ -349,7 +351,7 @@ def attach_reference_logps(cfg: FinetuneRunConfig, accelerator, data: Preference
     """Every pair's reference log-probabilities, computed once before training by a plain copy of the base (each
     process a share, gathered, so it works the same under ZeRO-3), stored in OUTPUT/reference/<fingerprint>.json
     and reused while model and pairs are unchanged."""
-    from .train.loop import shard_indices, unshard
+    from .train.downstream import shard_indices, unshard
     from .train.preference import compute_reference_logps
 
     fingerprint = reference_fingerprint(cfg, data, precision)
@@ -462,11 +464,11 @@ def preference_summary(cfg: FinetuneRunConfig, state: LoopState) -> dict[str, An
 
     last_train = next((h for h in reversed(state.history) if "rewards/accuracy" in h), {})
     last_val = next((h for h in reversed(state.history) if "val_rewards/accuracy" in h), {})
-    p = cfg.preference
+    p, names = cfg.preference, ("loss", *METRICS)
     return {"preference": {"loss_type": p.loss_type, "beta": p.beta, "reference": resolve_reference(cfg),
                            **({"simpo_gamma": p.simpo_gamma} if p.loss_type == "simpo" else {})},
-            "preference_metrics": {"train": {m: last_train[m] for m in METRICS if m in last_train},
-                                   "validation": {m: last_val[f"val_{m}"] for m in METRICS if f"val_{m}" in last_val}}}
+            "preference_metrics": {"train": {m: last_train[m] for m in names if m in last_train},
+                                   "validation": {m: last_val[f"val_{m}"] for m in names if f"val_{m}" in last_val}}}
 
 
 TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "precision",

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 
 LOSS_TYPES = ("sigmoid", "ipo", "simpo")  # DPO, IPO (length-normalised, as TRL), SimPO (reference-free)
 REFERENCE_FREE = ("simpo",)
-METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen",
+METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen",
            "logps/rejected")
 
 
@@ -142,11 +142,13 @@ class PreferenceObjective:
     def loss(self, model, batch: dict[str, torch.Tensor],
              normaliser: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = self.pair_values(model, batch)
-        return values["loss"].sum() / normaliser, {k: v.detach().float().sum() for k, v in values.items()}
+        loss = values.pop("loss")
+        return loss.sum() / normaliser, {k: v.detach().float().sum() for k, v in values.items()}
 
-    def per_unit(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every metric per pair (validation gathers these over processes)."""
-        return {k: v.detach().float() for k, v in self.pair_values(model, batch).items()}
+    def eval_items(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per pair: its loss, one unit, and every metric (validation gathers these over processes)."""
+        values = {k: v.detach().float() for k, v in self.pair_values(model, batch).items()}
+        return {**values, "units": torch.ones_like(values["loss"])}
 
 
 @torch.no_grad()

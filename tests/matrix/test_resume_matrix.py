@@ -87,9 +87,8 @@ def _run_in_process(out: Path, overrides: list[str], finetune: bool = False, rec
     from hf_llm.config import load_config
     from hf_llm.train import loop
 
-    original, original_objective = loop.train_step, loop.objective_step
+    original = loop.train_step
     loop.train_step = recording(original, out)
-    loop.objective_step = recording(original_objective, out)
     try:
         if finetune:
             from hf_llm.finetune import FinetuneRunConfig, run_finetuning
@@ -99,7 +98,7 @@ def _run_in_process(out: Path, overrides: list[str], finetune: bool = False, rec
 
         return run_pretraining(load_config(None, overrides))
     finally:
-        loop.train_step, loop.objective_step = original, original_objective
+        loop.train_step = original
         reset_accelerate_state()
 
 

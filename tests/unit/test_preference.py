@@ -18,7 +18,7 @@ from hf_llm.errors import DataError
 from hf_llm.finetune import FinetuneRunConfig, run_finetuning
 from hf_llm.preference_data import (PreferenceConfig, build_preference_datasets, encode_pair, fit_pair,
                                     split_implicit)
-from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, prepare_tokenizer
+from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, complete_tokenizer
 from hf_llm.train.preference import PairCollator, PreferenceObjective, compute_reference_logps, sequence_logps
 
 from ..conftest import REPO, reset_accelerate_state
@@ -39,7 +39,7 @@ def make_base(out: Path) -> Path:
     rows = [json.loads(line) for line in PAIRS.read_text().splitlines()]
     texts = [m["content"] for r in rows for part in ("prompt", "chosen", "rejected") for m in r[part]]
     tok = train_bpe_tokenizer(texts * 3, TokenizerConfig(vocab_size=400, min_frequency=2))
-    prepare_tokenizer(tok, DEFAULT_CHAT_TEMPLATE)
+    complete_tokenizer(tok, DEFAULT_CHAT_TEMPLATE)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -238,7 +238,7 @@ def test_accumulation_equals_one_batch_of_pairs(base):
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin
 
-    from hf_llm.train.loop import objective_step
+    from hf_llm.train.loop import train_step
 
     policy, reference = _models(base)
     tok = _tok(base)
@@ -250,8 +250,8 @@ def test_accumulation_equals_one_batch_of_pairs(base):
         acc = Accelerator(cpu=True, gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=k, sync_with_dataloader=False))
         model = copy.deepcopy(policy).train()
-        metrics, units = objective_step(acc, model, micro, objective)
-        return metrics, units, {n: p.grad.clone() for n, p in model.named_parameters()}
+        loss, units, metrics = train_step(acc, model, micro, objective)
+        return {"loss": loss, **metrics}, units, {n: p.grad.clone() for n, p in model.named_parameters()}
 
     def split(b: dict, lo: int, hi: int) -> dict:  # pairs lo..hi: their chosen rows and their rejected rows
         out = {k: torch.cat([v[lo:hi], v[4 + lo:4 + hi]]) for k, v in b.items()}

@@ -150,8 +150,9 @@ def check_reference(cfg: FinetuneRunConfig) -> None:
     if reference == "adapters" and cfg.adapter.modules_to_save:
         raise ConfigError("preference.reference=adapters with adapter.modules_to_save: disabling the adapter does not "
                           "restore those modules; use preference.reference=precompute")
-    if reference == "frozen" and cfg.sft.packing:
-        raise ConfigError("sft.packing does not apply to preference pairs")
+    if cfg.sft.packing:
+        raise ConfigError("sft.packing does not apply to preference pairs (a micro-batch holds whole pairs, padded); "
+                          "set sft.packing=false")
 
 
 def load_sft_tokenizer(cfg: FinetuneRunConfig, model_config) -> tuple[Any, dict[str, str]]:

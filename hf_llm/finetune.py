@@ -211,7 +211,9 @@ def count_trainable(model) -> tuple[int, int]:
     """(trainable, total) parameters; peft counts 4-bit weights at their real size."""
     if hasattr(model, "get_nb_trainable_parameters"):
         return tuple(int(x) for x in model.get_nb_trainable_parameters())
-    return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+    # Under ZeRO-3 a parameter loaded inside zero.Init holds only its shard (numel 0 here); ds_numel is its size.
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, grad in sizes if grad), sum(n for n, _ in sizes)
 
 
 def build_finetune_model(cfg: FinetuneRunConfig, precision: str, device_index: int = 0):

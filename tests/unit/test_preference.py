@@ -407,3 +407,19 @@ def test_full_finetuning_precomputes_the_reference_once(base, tmp_path):
     _run(out, base, "adapter.method=full", "train.max_steps=1", "train.overwrite_output_dir=true",
          "preference.max_length=24")  # other pairs (truncated): recomputed under a new fingerprint
     assert len(list((out / "reference").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("preference.reference=adapters", "needs adapter.method=lora or qlora"),
+    ("sft.packing=true", "sft.packing does not apply to preference pairs"),
+    ("preference.loss_type=orpo", "preference.loss_type must be one of"),
+    ("preference.max_length=4096", "preference.max_length=4096 exceeds the model's 512 positions"),
+])
+def test_bad_preference_settings_fail_before_training(base, tmp_path, override, message):
+    from hf_llm.errors import ConfigError
+    from hf_llm.finetune import check_finetune_config
+
+    with pytest.raises(ConfigError, match=message):
+        extra = ["adapter.method=full"] if "adapters" in override else []
+        check_finetune_config(load_config(RECIPE, _overrides(tmp_path, base, override, *extra),
+                                          schema=FinetuneRunConfig))

@@ -122,13 +122,17 @@ def honour_launch(accelerator, world: int) -> None:
     FSDP2 on CPUs (see `fsdp_on_cpu`)."""
     from accelerate.utils import DistributedType
 
-    if world > 1 and accelerator.num_processes != world:
-        raise ConfigError(
-            f"the launcher started {world} processes but accelerate set up a group of {accelerator.num_processes} "
-            f"({accelerator.distributed_type.value}): each process would train alone. On a machine without GPUs "
-            f"prefix the launch with ACCELERATE_USE_CPU=1 (not with DeepSpeed, which runs over gloo by itself)")
     asked = launch_request()
     ran = accelerator.distributed_type
+    # A GPU config (ddp, fsdp) on a machine without GPUs and without ACCELERATE_USE_CPU: accelerate finds no device
+    # type to distribute over and sets up NO; with our gloo backend it still joins the processes in a group (so
+    # the data is split) but wraps nothing, and each process would train its own replica.
+    alone = ran == DistributedType.NO and (accelerator.num_processes > 1 or world > 1)
+    if alone or (world > 1 and accelerator.num_processes != world):
+        raise ConfigError(
+            f"the launcher started {world} processes but accelerate set up {ran.value} over "
+            f"{accelerator.num_processes}: each process would train alone. On a machine without GPUs prefix the "
+            f"launch with ACCELERATE_USE_CPU=1 (not with DeepSpeed, which runs over gloo by itself)")
     if asked == "deepspeed" and ran != DistributedType.DEEPSPEED:
         raise ConfigError(
             f"the launch config asks for DeepSpeed but accelerate set up {ran.value} (ACCELERATE_USE_CPU="

@@ -33,8 +33,16 @@ def _acc(kind: DistributedType, processes: int = 2, **state) -> SimpleNamespace:
 def test_a_launch_whose_processes_train_alone_is_refused(launch_env):
     # The ddp/fsdp config on a machine without GPUs and without ACCELERATE_USE_CPU: torchrun starts 2 processes,
     # accelerate gives each a world of one.
-    with pytest.raises(ConfigError, match="started 2 processes but accelerate set up a group of 1.*ACCELERATE_USE_CPU=1"):
+    with pytest.raises(ConfigError, match="started 2 processes but accelerate set up NO over 1.*ACCELERATE_USE_CPU=1"):
         honour_launch(_acc(DistributedType.NO, processes=1), world=2)
+    # What accelerate 1.16 really sets up there with the gloo backend we hand it: a group of 2 that wraps nothing.
+    with pytest.raises(ConfigError, match="started 2 processes but accelerate set up NO over 2.*ACCELERATE_USE_CPU=1"):
+        honour_launch(_acc(DistributedType.NO, processes=2), world=2)
+    launch_env.setenv("ACCELERATE_USE_FSDP", "true")  # the same check comes first for the FSDP config
+    launch_env.setenv("FSDP_VERSION", "2")
+    with pytest.raises(ConfigError, match="set up NO over 2.*ACCELERATE_USE_CPU=1"):
+        honour_launch(_acc(DistributedType.NO, processes=2), world=2)
+    launch_env.delenv("ACCELERATE_USE_FSDP")
     honour_launch(_acc(DistributedType.NO, processes=1), world=1)
     honour_launch(_acc(DistributedType.MULTI_CPU), world=2)
 

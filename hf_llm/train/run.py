@@ -144,8 +144,9 @@ def honour_launch(accelerator, world: int) -> None:
             fsdp_on_cpu(accelerator)
         else:
             raise ConfigError(
-                f"the launch config asks for FSDP (fsdp_version {version}) but accelerate set up {ran.value}; FSDP runs "
-                f"on GPUs, or on CPUs with fsdp_version: 2 and ACCELERATE_USE_CPU=1 (configs/accelerate/fsdp.yaml)")
+                f"the launch config asks for FSDP (fsdp_version {version}) but accelerate set up {ran.value}; FSDP "
+                f"runs on GPUs, or on CPUs with fsdp_version: 2 and ACCELERATE_USE_CPU=1 "
+                f"(configs/accelerate/fsdp.yaml)")
 
 
 def check_strategy_options(accelerator, train: TrainConfig) -> None:

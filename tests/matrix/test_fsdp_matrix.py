@@ -156,11 +156,12 @@ def test_fsdp2_export_equals_live_sharded_model(runs, prepared):
 def test_fsdp2_resumed_twice_equals_uninterrupted(runs, prepared, tmp_path):
     full_out, full = runs["fsdp"]
     part = tmp_path / "part"
-    for stop, extra in ((2, ["train.stop_after_steps=2"]), (4, ["train.resume_from=latest", "train.stop_after_steps=4"]),
-                        (STEPS, ["train.resume_from=latest"])):
+    segments = ((2, ["train.stop_after_steps=2"]), (4, ["train.resume_from=latest", "train.stop_after_steps=4"]),
+                (STEPS, ["train.resume_from=latest"]))
+    for stop, extra in segments:
         resumed = _run("fsdp", part, _overrides(part, prepared, *extra))
         assert resumed["steps"] == stop and (stop == 2 or f"resumed from {part / 'checkpoints'}" in resumed["log"])
-    a, b = load_file(str(full_out / "model" / "model.safetensors")), load_file(str(part / "model" / "model.safetensors"))
+    a, b = (load_file(str(out / "model" / "model.safetensors")) for out in (full_out, part))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), \
         [k for k in a if not torch.equal(a[k], b[k])]
     by_step = lambda s: {p["step"]: p["loss"] for p in s["history"] if "loss" in p}  # noqa: E731

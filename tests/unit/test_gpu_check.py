@@ -50,8 +50,9 @@ def test_a_launch_that_ran_another_strategy_fails_its_cell(monkeypatch, tmp_path
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(str(tmp_path / "merged"))
+    tiny = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=1)
+    LlamaForCausalLM(tiny).save_pretrained(str(tmp_path / "merged"))
     lora = {"ok": True, "strategy": "DDP", "output_dir": str(tmp_path)}
     monkeypatch.setattr(gpu_check, "finetune_lora", lambda *a, **k: dict(lora))
     assert gpu_check.fsdp2_lora()["ok"] is False

@@ -139,3 +139,25 @@ def test_fsdp_config_on_one_cpu_process_runs_accelerates_fsdp2(launch_env, tmp_p
         from ..conftest import reset_accelerate_state
 
         reset_accelerate_state()
+
+
+def test_a_gathered_state_dict_does_not_store_the_tied_head_twice():
+    """FSDP's gathered state dict holds `lm_head.weight` as its own copy of the embedding; the export drops it (the
+    model ties it again on load), and keeps it where the head is not tied or differs."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hf_llm.train.checkpoint import drop_tied_copies
+
+    def model(tie: bool):
+        return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tie))
+
+    tied = model(True)
+    gathered = {k: v.clone() for k, v in tied.state_dict().items()}  # separate storage, as after a gather
+    assert "lm_head.weight" in gathered
+    kept = drop_tied_copies(gathered, tied)
+    assert set(kept) == set(gathered) - {"lm_head.weight"}
+    untied = model(False)
+    assert drop_tied_copies(dict(untied.state_dict()), untied).keys() == untied.state_dict().keys()
+    gathered["lm_head.weight"] = gathered["lm_head.weight"] + 1  # not a copy: kept
+    assert "lm_head.weight" in drop_tied_copies(gathered, tied)

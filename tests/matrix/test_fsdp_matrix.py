@@ -139,13 +139,14 @@ def test_fsdp2_export_equals_live_sharded_model(runs, prepared):
 
     from hf_llm.data.pipeline import load_prepared
     from hf_llm.train.collate import PackedCollator
-    from hf_llm.train.loop import build_eval_loader, evaluate_loss
+    from hf_llm.train.loop import evaluate_loss
+    from hf_llm.train.stages import build_eval_loader
 
     out, summary = runs["fsdp"]
     prep = load_prepared(prepared)
     model = AutoModelForCausalLM.from_pretrained(str(out / "model"), dtype=torch.float32)
     loader = build_eval_loader(prep.validation.select(range(16)), 4, PackedCollator(prep.tokenizer.eos_token_id))
-    loss, _ = evaluate_loss(Accelerator(cpu=True), model, loader)
+    loss, _, _ = evaluate_loss(Accelerator(cpu=True), model, loader)
     assert abs(loss - summary["final_val_loss"]) <= 1e-4, (loss, summary["final_val_loss"])
 
 

@@ -211,7 +211,7 @@ def make_packer(packing: str, seq_len: int, vocab_size: int, pad_token_id: Optio
 
 
 class BlockWriter:
-    """Appends packed blocks to an Arrow file as fixed-size lists; `finish` returns it as a `datasets.Dataset`."""
+    """Appends packed blocks to an Arrow file as fixed-size lists (one task's shard of the prepared split)."""
 
     def __init__(self, path: str | Path, seq_len: int, dtypes: dict[str, np.dtype]):
         from datasets import Features, List, Value
@@ -230,11 +230,8 @@ class BlockWriter:
                    for k, v in blocks.items()}
         self.writer.write_table(pa.table(columns))
 
-    def finish(self):
-        from datasets import Dataset
-
+    def close(self) -> None:
         self.writer.finalize()
-        return Dataset.from_file(self.path)
 
 
 def packer_dtypes(packer) -> dict[str, np.dtype]:

@@ -110,6 +110,7 @@ class DataConfig:
             warnings.warn("data.streaming is deprecated and has no effect: data preparation always reads the sources "
                           "lazily, pass by pass, with flat memory; remove it from the recipe", FutureWarning,
                           stacklevel=2)
+            self.streaming = False  # so the fingerprint, the saved config and the data card are those without it
         if self.stages:
             check_stages(self)
             # The default corpus stands for "no sources given"; with stages the run reads only the stages' sources,

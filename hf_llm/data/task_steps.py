@@ -376,7 +376,7 @@ class SelectStep(HfLlmStep):
                 out.update(zip(sel.tolist(), self.chunk(r, s).select(sel - a)["origin"]))
         return out
 
-    def train_texts(self, lay: Layout, selection, s: int, limit=None) -> Iterator[list[str]]:
+    def train_texts(self, lay: Layout, selection, s: int, limit=None, desc: str = "") -> Iterator[list[str]]:
         """Batches of source s's training documents in the global order, at most `limit` documents."""
         left = limit
         for r in range(lay.counts.shape[0]):
@@ -386,7 +386,7 @@ class SelectStep(HfLlmStep):
                 rows = rows[:left]
                 left -= len(rows)
             if len(rows):
-                for _, b in iter_batches(self.chunk(r, s), ["text"], rows, desc="tokenizer"):
+                for _, b in iter_batches(self.chunk(r, s), ["text"], rows, desc=desc):
                     yield b["text"]
 
     def tokenizer(self, lay: Layout, selection):
@@ -400,7 +400,7 @@ class SelectStep(HfLlmStep):
         def texts() -> Iterator[str]:
             left = tok_cfg.max_train_documents
             for s in range(lay.counts.shape[1]):
-                for batch in self.train_texts(lay, selection, s, left):
+                for batch in self.train_texts(lay, selection, s, left, desc="tokenizer"):
                     if left is not None:
                         left -= len(batch)
                     yield from batch
@@ -417,7 +417,7 @@ class SelectStep(HfLlmStep):
         means = []
         for s in range(lay.counts.shape[1]):
             total = n = 0
-            for texts in self.train_texts(lay, selection, s):
+            for texts in self.train_texts(lay, selection, s, desc="count tokens"):
                 k = len(texts)
                 counts = tokenize_batch(texts, [None] * k, list(range(k)), encoder, np.zeros(k, dtype=bool),
                                         tokenizer.eos_token_id, bos, len(tokenizer))["n_tokens"]

@@ -202,10 +202,17 @@ def _stack(parts: list[dict[str, np.ndarray]], seq_len: int, dtypes: dict[str, n
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def check_packing(packing: str, pad_token_id: Optional[int]) -> None:
+    """best_fit pads its blocks: it needs a pad token (checked as soon as the tokenizer is known)."""
+    if packing == "best_fit" and pad_token_id is None:
+        from ..errors import DataError
+
+        raise DataError("data.packing=best_fit needs a tokenizer with a pad token; set one or use packing=concat")
+
+
 def make_packer(packing: str, seq_len: int, vocab_size: int, pad_token_id: Optional[int], window: int = 1000):
+    check_packing(packing, pad_token_id)
     if packing == "best_fit":
-        if pad_token_id is None:
-            raise ValueError("best_fit packing needs a tokenizer with a pad token")
         return BestFitPacker(seq_len, window, pad_token_id, vocab_size)
     return ConcatPacker(seq_len, id_dtype(vocab_size))
 

@@ -10,6 +10,7 @@ See hf_llm/data/executor.py for the passes and what each writes.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import pickle
 import time
@@ -21,7 +22,6 @@ import numpy as np
 from datatrove.pipeline.base import PipelineStep
 
 from ..config import PrepareDataConfig
-from ..errors import DataError
 from ..io import publishing
 from .batches import BATCH, iter_batches
 from .selection import KEPT_CODE, Keys
@@ -150,29 +150,37 @@ class CleanStep(HfLlmStep):
 
 
 def write_cleaned(spec, files: list[str], data, index, path: Path) -> None:
-    """The rows of `files` through `clean_keys_batch`, batch by batch, into one Arrow file."""
+    """The rows of `files` through `clean_keys_batch`, batch by batch, into one Arrow file; with `data.num_proc`
+    worker processes a window of 2 batches per worker at a time (bounded memory), written in order."""
+    from functools import partial
+
     from datasets.arrow_writer import ArrowWriter
 
-    from .readers import iter_records
     from .steps import clean_keys_batch, step_features
 
-    columns = list(spec.features())
     writer = ArrowWriter(features=step_features(spec.features(), data.dedup), path=str(path))
-    batch: list[dict] = []
-
-    def flush() -> None:
-        cols = {c: [row.get(c) for row in batch] for c in columns}
-        writer.write_batch(clean_keys_batch(cols, clean=data.clean, dedup=data.dedup, index=index,
-                                            decontam=data.decontam))
-        batch.clear()
-
-    for record in iter_records(spec, files, data.strict) if files else ():
-        batch.append(record)
-        if len(batch) == BATCH:
-            flush()
-    if batch:
-        flush()
+    clean = partial(clean_keys_batch, clean=data.clean, dedup=data.dedup, index=index, decontam=data.decontam)
+    batches = record_batches(spec, files, data.strict)
+    procs = worker_processes(data.num_proc)
+    if procs > 1:
+        with multiprocessing.get_context("fork").Pool(procs) as pool:
+            while window := list(itertools.islice(batches, 2 * procs)):
+                for out in pool.map(clean, window, chunksize=1):
+                    writer.write_batch(out)
+    else:
+        for batch in batches:
+            writer.write_batch(clean(batch))
     writer.finalize()
+
+
+def record_batches(spec, files: list[str], strict: bool) -> Iterator[dict[str, list]]:
+    """The records of `files` (`iter_records`) as column batches of `BATCH` rows."""
+    from .readers import iter_records
+
+    columns = list(spec.features())
+    rows = iter_records(spec, files, strict) if files else iter(())
+    while batch := list(itertools.islice(rows, BATCH)):
+        yield {c: [row.get(c) for row in batch] for c in columns}
 
 
 def collect_keys(cleaned: list, data, work: Path, eval_names: list[str]) -> Keys:
@@ -329,6 +337,7 @@ class SelectStep(HfLlmStep):
 
     def work(self, rank: int, world: int) -> None:
         from .dedup import dedup_decisions
+        from .pack import check_packing
         from .selection import select_documents, select_mixture
 
         data = self.cfg.data
@@ -345,8 +354,7 @@ class SelectStep(HfLlmStep):
         selection = select_documents(keys, data.dedup, decided, data.validation_fraction,
                                      data.max_validation_documents, data.seed)
         tokenizer = self.tokenizer(lay, selection)
-        if data.packing == "best_fit" and tokenizer.pad_token_id is None:
-            raise DataError("data.packing=best_fit needs a tokenizer with a pad token; set one or use packing=concat")
+        check_packing(data.packing, tokenizer.pad_token_id)  # before any document is tokenised
         mean_tokens = None
         if data.mix_by == "tokens" and len(self.specs) > 1:
             mean_tokens = self.mean_tokens(lay, selection, tokenizer)

@@ -35,11 +35,11 @@ class PackStep(HfLlmStep):
 
         from .emit import Emitted, close_sinks, emit_source, open_sinks
         from .selection import Selection
-        from .tokenizer import BatchEncoder, adds_bos, load_tokenizer
+        from .tokenizer import BatchEncoder, adds_bos
 
         data = self.cfg.data
         tp = load(self.out("select") / f"task-{rank:05d}.pkl")
-        tokenizer = load_tokenizer(str(self.out("select") / "tokenizer"))
+        tokenizer = self.tokenizer_made()
         bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
         encoder = BatchEncoder(tokenizer)
         lengths = [len(st) for st in tp["status"]]
@@ -101,7 +101,7 @@ class MergeStep(HfLlmStep):
         from .decontam import build_index_from_config
         from .emit import merge_emitted
         from .pipeline import data_fingerprint
-        from .tokenizer import adds_bos, load_tokenizer
+        from .tokenizer import adds_bos
 
         data, tasks = self.cfg.data, self.tasks["pack"]
         p = load(self.out("select") / "selection.pkl")
@@ -112,7 +112,7 @@ class MergeStep(HfLlmStep):
         if not blocks["train"] or not blocks["validation"]:
             raise DataError(f"too little text for data.seq_len={data.seq_len}: {blocks['train']} training and "
                             f"{blocks['validation']} validation blocks; add documents or lower data.seq_len")
-        tokenizer = load_tokenizer(str(self.out("select") / "tokenizer"))
+        tokenizer = self.tokenizer_made()
         eval_names = build_index_from_config(data.decontam).names if data.decontam.enabled else []
         card = build_card(CardInputs(data=data, tok_cfg=self.cfg.tokenizer, specs=self.specs, keys=p["keys"],
                                      selection=p["selection"], passes=p["passes"], tokenizer=tokenizer,
@@ -126,7 +126,7 @@ class MergeStep(HfLlmStep):
         with publishing(Path(self.cfg.output_dir)) as out:
             for part in parts:
                 shard_folder([self.out("pack") / f"{r:05d}" / f"{part}.arrow" for r in range(tasks)], out / part)
-            tokenizer.save_pretrained(str(out / "tokenizer"))
+            shutil.copytree(self.out("select") / "tokenizer", out / "tokenizer")  # as saved, not as reloaded
             (out / "data_card.json").write_text(json.dumps(card, indent=2))
             write_card_pages(card, out)
             (out / "data_config.yaml").write_text(config_to_yaml(self.cfg))

@@ -109,6 +109,19 @@ class HfLlmStep(PipelineStep):
     def layout(self) -> Layout:
         return Layout.read(self.root, self.tasks["clean"])
 
+    def tokenizer_made(self):
+        """The select pass's tokenizer, from work/select/tokenizer/: one trained here reloads as the class it was
+        built as (no auto classes: they import torch, seconds for a prepare_data run that needs none), a
+        configured one through `load_tokenizer`."""
+        from .tokenizer import load_tokenizer
+
+        path = str(self.out("select") / "tokenizer")
+        if self.cfg.tokenizer.name_or_path:
+            return load_tokenizer(path)
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(path)
+
     def work(self, rank: int, world: int) -> None:
         raise NotImplementedError
 

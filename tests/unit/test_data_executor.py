@@ -98,6 +98,17 @@ def test_any_number_of_tasks_keeps_and_rejects_what_the_default_does(prepared, t
         assert card[split]["tokens"] == ref[split]["tokens"]
 
 
+def test_clean_workers_change_nothing(prepared, tmp_path, monkeypatch):
+    """data.num_proc=2: the clean pass cleans batches in 2 worker processes and writes them in order."""
+    from datasets import load_from_disk
+
+    root, corpus = prepared
+    monkeypatch.setattr(task_steps, "BATCH", 16)  # ~10 batches: windows of 4, so order across windows matters
+    ex.prepare_data(prepare_config(corpus, tmp_path / "np2", "data.num_proc=2"))
+    for part in ("documents", "rejects", "train", "validation"):
+        assert load_from_disk(str(tmp_path / "np2" / part))[:] == load_from_disk(str(root / "inproc" / part))[:], part
+
+
 def test_executor_output_is_a_prepared_folder_of_shards(prepared):
     root, _ = prepared
     prep = load_prepared(root / "local4")

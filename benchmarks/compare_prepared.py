@@ -2,7 +2,8 @@
 
 Prints, per part, whether A and B hold the same rows: the kept documents (the split's documents/ when saved, else
 the data card's split counts), rejects/ (text, origin, reason, detail), the packed blocks of train/ and validation/
-(row for row), and the data card (less its timings and the executor's own section). Exit status 1 on a difference.
+(row for row), the tokenizer's files (byte for byte), and the data card (less its timings and the executor's own
+section). Exit status 1 on a difference.
 `--documents-only` compares the kept and rejected documents alone (the blocks differ when tasks pack apart).
 """
 
@@ -30,9 +31,14 @@ def card(folder: Path) -> dict:
     return {k: v for k, v in data.items() if k not in VOLATILE}
 
 
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
 def compare(a: Path, b: Path, documents_only: bool) -> dict[str, bool]:
     parts = ["rejects", "documents"] + ([] if documents_only else ["train", "validation"])
     same = {part: table(a, part) == table(b, part) for part in parts}
+    same["tokenizer files"] = files(a / "tokenizer") == files(b / "tokenizer")
     ca, cb = card(a), card(b)
     if documents_only:
         same["card: kept and rejected"] = all(ca[k] == cb[k] for k in ("split", "rejections", "duplicate_clusters"))

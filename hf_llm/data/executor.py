@@ -44,8 +44,17 @@ from typing import Any
 
 from ..config import ExecutorConfig, PrepareDataConfig, config_to_yaml
 from ..errors import ConfigError
-from .pipeline import data_fingerprint, summary_line
+from .card import data_fingerprint
 from .task_steps import PASSES
+
+
+def summary_line(card: dict, path: Path) -> str:
+    read = card["steps"][0]["documents_in"]
+    kept = card["split"]["train_documents"] + card["split"]["validation_documents"]
+    t, v = card["train"], card["validation"]
+    return (f"prepared {path}: {read:,} documents read, {kept:,} kept ({read - kept:,} in rejects/); "
+            f"train {t['blocks']:,} blocks / {t['tokens']:,} tokens, validation {v['blocks']:,} blocks / "
+            f"{v['tokens']:,} tokens; see {path / 'DATA_CARD.md'}")
 
 
 def work_root(cfg: PrepareDataConfig) -> Path:

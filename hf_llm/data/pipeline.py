@@ -14,14 +14,14 @@ The folder (`build_prepared_data`; `scripts/pretrain.py` builds one on the fly o
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..config import DataConfig, PrepareDataConfig, TokenizerConfig
 from ..errors import DataError
+from .card import data_fingerprint
 from .mixture import validation_size
 from .tokenizer import load_tokenizer
 
@@ -35,12 +35,6 @@ class PreparedData:
     path: Path
 
 
-def data_fingerprint(data: DataConfig, tok: TokenizerConfig) -> str:
-    """Identifies what a prepared folder was built from, so a rerun or resume can reuse it."""
-    blob = json.dumps({"data": asdict(data), "tokenizer": asdict(tok), "version": 2}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def split_documents(docs, fraction: float, max_docs: int, seed: int):
     """Hold out whole documents (or SFT examples) of an in-memory dataset, so none is in both splits."""
     n = len(docs)
@@ -51,22 +45,10 @@ def split_documents(docs, fraction: float, max_docs: int, seed: int):
     return split["train"], split["test"]
 
 
-# ------------------------------------------------------------------------------------------------ entry points
-
-
-def summary_line(card: dict, path: Path) -> str:
-    read = card["steps"][0]["documents_in"]
-    kept = card["split"]["train_documents"] + card["split"]["validation_documents"]
-    t, v = card["train"], card["validation"]
-    return (f"prepared {path}: {read:,} documents read, {kept:,} kept ({read - kept:,} in rejects/); "
-            f"train {t['blocks']:,} blocks / {t['tokens']:,} tokens, validation {v['blocks']:,} blocks / "
-            f"{v['tokens']:,} tokens; see {path / 'DATA_CARD.md'}")
-
-
 def build_prepared_data(data: DataConfig, tok_cfg: TokenizerConfig, out_dir: str | Path) -> PreparedData:
     """Run the passes in this process into `out_dir`, published whole (`hf_llm.io`), so a crash or an error leaves
     the previous folder as it was."""
-    from .executor import prepare_here
+    from .executor import prepare_here  # the passes need datatrove: imported when a folder is built
 
     prepare_here(PrepareDataConfig(output_dir=str(out_dir), data=data, tokenizer=tok_cfg))
     return load_prepared(out_dir)
@@ -94,4 +76,4 @@ def reusable(path: str | Path, data: DataConfig, tok: TokenizerConfig) -> bool:
 
 
 __all__ = ["PreparedData", "build_prepared_data", "data_fingerprint", "load_prepared", "reusable",
-           "split_documents", "summary_line"]
+           "split_documents"]

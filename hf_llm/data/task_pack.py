@@ -97,10 +97,9 @@ class MergeStep(HfLlmStep):
 
     def work(self, rank: int, world: int) -> None:
         from ..config import config_to_yaml
-        from .card import CardInputs, build_card, write_card_pages
+        from .card import CardInputs, build_card, data_fingerprint, write_card_pages
         from .decontam import build_index_from_config
         from .emit import merge_emitted
-        from .pipeline import data_fingerprint
         from .tokenizer import adds_bos
 
         data, tasks = self.cfg.data, self.tasks["pack"]

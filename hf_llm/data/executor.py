@@ -36,6 +36,7 @@ work folder is a hidden sibling of OUTPUT_DIR, removed at the end.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -47,6 +48,7 @@ from ..errors import ConfigError
 from .card import data_fingerprint
 from .task_steps import PASSES
 
+logger = logging.getLogger(__name__)
 
 def summary_line(card: dict, path: Path) -> str:
     read = card["steps"][0]["documents_in"]
@@ -161,7 +163,8 @@ def prepare_here(cfg: PrepareDataConfig) -> None:
     shutil.rmtree(root, ignore_errors=True)
     try:
         with unwrap_generation_errors():
-            for step in build_passes(cfg, root):
+            for i, step in enumerate(build_passes(cfg, root), start=1):
+                logger.info("pass %d/%d %s", i, len(PASSES), step.name)
                 step.run(rank=0, world_size=1)
     finally:
         shutil.rmtree(root, ignore_errors=True)

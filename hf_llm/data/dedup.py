@@ -63,7 +63,7 @@ def dedup_keys(texts: Sequence[str], cfg: DedupConfig) -> dict[str, np.ndarray]:
 @dataclass
 class DedupDecisions:
     """Per document (of those `dedup_decisions` was given): dropped as an exact or a near copy, the index of the
-    kept document it copies (-1 if none), and the cluster id (lowest index) of each stage's survivors."""
+    kept document it copies (-1 if none), and the cluster id (lowest index) of each step's survivors."""
 
     exact: np.ndarray  # bool
     near: np.ndarray  # bool

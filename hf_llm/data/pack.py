@@ -1,7 +1,7 @@
 """Pack token ids into fixed-length blocks that keep documents apart.
 
 Each document becomes `[BOS] tokens EOS` (`with_specials`; `steps.tokenize_batch` encodes). Two packers, both fed
-documents in order, batch by batch, so the in-memory and the streaming pipeline produce the same blocks:
+documents in order, batch by batch, so the blocks do not depend on where batches are cut:
 
 - `ConcatPacker` (concatenate-and-chunk): documents end to end, cut every `seq_len` tokens; no padding, a
   document may straddle two blocks, the tail shorter than a block is dropped. The collator
@@ -126,7 +126,7 @@ def best_fit_bins(lengths: list[int], capacity: int) -> list[list[int]]:
 class BestFitPacker:
     """Best-fit decreasing over windows of `window` documents: whole documents per block wherever they fit.
 
-    Deterministic in the order documents arrive, whatever the batch boundaries, so streaming gives the same blocks.
+    Deterministic in the order documents arrive, whatever the batch boundaries.
     """
 
     def __init__(self, seq_len: int, window: int, pad_token_id: int, vocab_size: int):

@@ -85,7 +85,7 @@ class DataConfig:
     mix_by: str = "documents"  # documents | tokens: what a source weight is a share of
     num_proc: int = 1  # worker processes for datasets.map
     seed: int = 1234  # shuffling, mixing and the train/validation split
-    streaming: bool = False  # deprecated, ignored: preparation always reads sources lazily, pass by pass (flat memory)
+    lazy_read: bool = False  # deprecated, no effect: preparation always reads sources lazily, pass by pass (flat memory)
     stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
     strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
     packing: str = "concat"  # concat (concatenate and chunk: no padding) | best_fit (whole documents, padded)
@@ -106,11 +106,10 @@ class DataConfig:
             raise ConfigError(f"data.seq_len must be at least 2, got {self.seq_len}")
         if self.mix_by not in ("documents", "tokens"):
             raise ConfigError(f"data.mix_by must be 'documents' or 'tokens', got {self.mix_by!r}")
-        if self.streaming:
-            warnings.warn("data.streaming is deprecated and has no effect: data preparation always reads the sources "
-                          "lazily, pass by pass, with flat memory; remove it from the recipe", FutureWarning,
-                          stacklevel=2)
-            self.streaming = False  # so the fingerprint, the saved config and the data card are those without it
+        if self.lazy_read:
+            warnings.warn("data.lazy_read (formerly data.streaming) is deprecated and has no effect: data preparation "
+                          "always reads the sources lazily, pass by pass, with flat memory; remove it from the recipe",
+                          FutureWarning, stacklevel=2)
         if self.stages:
             check_stages(self)
             # The default corpus stands for "no sources given"; with stages the run reads only the stages' sources,
@@ -120,7 +119,7 @@ class DataConfig:
 
 def check_stages(data: DataConfig) -> None:
     """What a list of stages must satisfy before anything is read (boundaries in tokens are resolved to steps, and
-    checked against the run's length, once the tokens per step are known: hf_llm.train.loop.stage_ends)."""
+    checked against the run's length, once the tokens per step are known: hf_llm.train.stages.stage_ends)."""
     if data.sources not in ([], [SourceConfig()]):
         raise ConfigError("data.stages and data.sources are both set: with stages, each stage lists its own sources "
                           "(data.stages[i].sources); remove data.sources")
@@ -437,6 +436,41 @@ class RunConfig:
             )
 
 
+# Renamed keys, per config class: old name → new name. Recipes written with the old name still load (with a warning
+# that names the new one); giving both is an error. The saved config.yaml always has the new name.
+RENAMED_KEYS: dict[type, dict[str, str]] = {
+    DataConfig: {"streaming": "lazy_read"},  # "stream" means data.stream_train only
+}
+
+
+def rename_deprecated_keys(user: Any, schema: type, prefix: str = "") -> Any:
+    """`user` (a recipe layer as plain containers) with every deprecated key of `schema`'s tree renamed (see
+    RENAMED_KEYS), warning once per key; unknown keys are left for `_check_keys` to report."""
+    if not isinstance(user, dict) or not dataclasses.is_dataclass(schema):
+        return user
+    renamed = RENAMED_KEYS.get(schema, {})
+    fields = {f.name for f in dataclasses.fields(schema)}
+    out: dict[Any, Any] = {}
+    for key, value in user.items():
+        if key in renamed:
+            new = renamed[key]
+            if new in user:
+                raise ConfigError(f"{prefix}{key} is the deprecated name of {prefix}{new}, and both are set; keep "
+                                  f"{prefix}{new} only")
+            warnings.warn(f"{prefix}{key} is deprecated: it is now {prefix}{new} (same meaning); rename it in your "
+                          f"recipe", FutureWarning, stacklevel=3)
+            key = new
+        if key in fields:
+            ftype = _field_type(schema, key)
+            item = _list_item_type(schema, key)
+            if dataclasses.is_dataclass(ftype):
+                value = rename_deprecated_keys(value, ftype, f"{prefix}{key}.")
+            elif isinstance(value, list) and item is not None:
+                value = [rename_deprecated_keys(v, item, f"{prefix}{key}[{i}].") for i, v in enumerate(value)]
+        out[key] = value
+    return out
+
+
 def _check_keys(user: Any, schema: type, prefix: str, problems: list[str]) -> None:
     """Collect every key in `user` that `schema` (a dataclass) lacks, with the closest valid names."""
     if not isinstance(user, dict) or not dataclasses.is_dataclass(schema):
@@ -495,9 +529,14 @@ def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[st
     if dotlist:
         layers.append(OmegaConf.from_dotlist(dotlist))
     problems: list[str] = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
         if layer is not None and not isinstance(_to_container(layer), dict):
             raise ConfigError("a recipe must be a mapping of sections (model:, data:, train:, ...)")
+        if layer is not None:  # unresolved: interpolations may point into other layers
+            raw = OmegaConf.to_container(layer, resolve=False)
+            renamed = rename_deprecated_keys(raw, schema)
+            if renamed != raw:
+                layers[i] = layer = OmegaConf.create(renamed)
         _check_keys(_to_container(layer) or {}, schema, "", problems)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

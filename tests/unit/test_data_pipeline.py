@@ -139,10 +139,10 @@ def test_best_fit_packs_whole_documents_with_padding(corpus, tmp_path):
     assert built.card["train"]["padding_tokens"] > 0 and built.card["train"]["tokens_dropped_at_end"] == 0
 
 
-def test_streaming_is_a_deprecated_no_op():
-    with pytest.warns(FutureWarning, match="data.streaming is deprecated"):
-        old = load_config(None, ["data.streaming=true"], schema=PrepareDataConfig)
-    assert old == load_config(None, [], schema=PrepareDataConfig)  # same fingerprint, same prepared folder
+@pytest.mark.parametrize("key", ["lazy_read", "streaming"])
+def test_lazy_read_is_a_deprecated_no_op(key):
+    with pytest.warns(FutureWarning, match="data.lazy_read .*has no effect"):
+        load_config(None, [f"data.{key}=true"], schema=PrepareDataConfig)
 
 
 def test_nothing_left_after_filtering_is_a_clear_error(tmp_path):

@@ -230,7 +230,7 @@ def pipeline_pack(docs, tokenizer, seq_len: int, procs) -> dict:
 
 def stage_near_dedup(corpus: Path, documents: int) -> dict:
     from hf_llm.config.data_steps import DedupConfig, ExactDedupConfig
-    from hf_llm.data.dedup import dedup_decisions, dedup_keys, near_pairs
+    from hf_llm.data.dedup import band_keys, dedup_decisions, dedup_keys, near_pairs
 
     texts = []
     with open(corpus, encoding="utf-8") as f:
@@ -243,7 +243,7 @@ def stage_near_dedup(corpus: Path, documents: int) -> dict:
     keys = [dedup_keys(texts[i : i + 1000], cfg) for i in range(0, len(texts), 1000)]
     sig = np.concatenate([k["minhash"] for k in keys])
     t_sig = time.perf_counter() - t
-    pairs = near_pairs(sig, lambda rows: sig[rows], cfg.near)  # one task: every band
+    pairs = near_pairs(band_keys(sig, cfg.near.rows), lambda rows: sig[rows], cfg.near)  # one task: every band
     drop = np.flatnonzero(dedup_decisions(len(texts), np.ones(len(texts), dtype=bool), [], pairs, cfg).near)
     total = time.perf_counter() - t
     return {"documents": len(texts), "mean_chars": round(float(np.mean([len(x) for x in texts]))),

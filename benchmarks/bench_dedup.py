@@ -42,6 +42,7 @@ from hf_llm.data.batches import BATCH  # noqa: E402
 from hf_llm.data.dedup import (  # noqa: E402
     DedupConfig,
     NearDedupConfig,
+    band_keys,
     dedup_decisions,
     dedup_keys,
     exact_partition,
@@ -87,7 +88,9 @@ def one_task_decisions(hashes: np.ndarray, sig: np.ndarray, cfg: DedupConfig):
     for part in exact:
         kept[part["dropped"]] = False
     cand = np.flatnonzero(kept)
-    pairs = cand[near_pairs(sig[cand], lambda rows: sig[cand[rows]], cfg.near)] if cfg.near.enabled else None
+    pairs = None
+    if cfg.near.enabled:
+        pairs = cand[near_pairs(band_keys(sig[cand], cfg.near.rows), lambda rows: sig[cand[rows]], cfg.near)]
     return dedup_decisions(n, np.ones(n, dtype=bool), exact, pairs, cfg)
 
 

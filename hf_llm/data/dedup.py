@@ -310,26 +310,25 @@ def _bucket_pairs(band_key: np.ndarray) -> np.ndarray:
     return np.unique(i * n + j)
 
 
-def candidate_pairs(sig: np.ndarray, rows: int) -> np.ndarray:
-    """Unique (i, j), i < j, pairs sharing at least one band bucket, shape (m, 2); `sig` holds whole bands of
-    `rows` columns (all of them, or one task's group).
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """Unique (i, j), i < j, pairs sharing at least one band bucket, shape (m, 2), from `band_keys` (bands, n): all
+    bands, or one task's group.
 
     Every pair of a bucket is compared when buckets are small, as they are when pages only share a template: a
     copy and its original may sit in a bucket with unrelated pages between them. A bucket of over
     _ALL_PAIRS_BUCKET members is chained (2 * (size - 1) pairs instead of size^2 / 2), so 100k copies of one
     boilerplate page stay linear.
     """
-    n = max(sig.shape[0], 1)
-    per_band = [_bucket_pairs(band_key) for band_key in band_keys(sig, rows)]
+    n = max(keys.shape[1], 1)
+    per_band = [_bucket_pairs(band_key) for band_key in keys]
     codes = np.unique(np.concatenate(per_band)) if per_band else np.zeros(0, dtype=np.int64)
     return np.stack([codes // n, codes % n], axis=1)
 
 
-def near_pairs(band_sig: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray],
-               cfg: NearDedupConfig) -> np.ndarray:
-    """The near pass's task: candidate pairs over the bands of `band_sig` (whole bands of `cfg.rows` columns),
-    verified on the full signatures when `cfg.verify`. Indices are rows of `band_sig`."""
-    pairs = candidate_pairs(band_sig, cfg.rows)
+def near_pairs(keys: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray], cfg: NearDedupConfig) -> np.ndarray:
+    """The near pass's task: candidate pairs over its `band_keys` (bands, n), verified on the full signatures when
+    `cfg.verify` (`signatures_of(rows)` reads only the rows a pair names). Indices are columns of `keys`."""
+    pairs = candidate_pairs(keys)
     return verified_pairs(pairs, signatures_of, cfg.threshold) if cfg.verify else pairs
 
 
@@ -393,6 +392,6 @@ def near_duplicate_clusters(signatures: Any, cfg: NearDedupConfig) -> tuple[np.n
         return np.zeros(0, dtype=np.int64), []
     if sig.ndim != 2 or sig.shape[1] != cfg.num_perm:
         raise ValueError(f"near dedup: expected signatures of shape (n, {cfg.num_perm}), got {sig.shape}")
-    pairs = near_pairs(sig, lambda rows: sig[rows], cfg)
+    pairs = near_pairs(band_keys(sig, cfg.rows), lambda rows: sig[rows], cfg)
     cluster = connected_components(len(sig), pairs)
     return cluster, np.flatnonzero(cluster != np.arange(len(sig))).tolist()

@@ -27,7 +27,8 @@ from .batches import BATCH, iter_batches
 from .selection import KEPT_CODE, Keys
 
 PASSES = ("clean", "exact", "near", "select", "pack", "merge")  # in order; each waits for the one before
-CHUNK = "chunk-{s}.arrow"  # one task's cleaned rows of source s
+CHUNK = "chunk-{s}.arrow"
+SIGNATURE_ROWS = 65_536  # signatures read from the memory map at once by the near pass (32 MB at 126 slots)  # one task's cleaned rows of source s
 KEY_COLUMNS = ["reason", "detail", "chars_in", "chars_out", "hash_hi", "hash_lo", "contaminated_by",
                "pii_email", "pii_ip", "pii_phone"]
 
@@ -290,7 +291,7 @@ class NearStep(HfLlmStep):
     name = "near"
 
     def work(self, rank: int, world: int) -> None:
-        from .dedup import near_pairs
+        from .dedup import band_keys, near_pairs
 
         near = self.cfg.data.dedup.near
         pairs = np.zeros((0, 2), dtype=np.int64)
@@ -302,15 +303,18 @@ class NearStep(HfLlmStep):
             bands = [b for b in range(near.bands) if b % world == rank]
             cols = np.concatenate([np.arange(b * near.rows, (b + 1) * near.rows) for b in bands])
             table = SignatureTable(self.root, lay, near.num_perm)
-            cand, band_sig = [], []
+            cand, keys = [], []
             for r, s in lay.chunks():
-                keys = task_keys(self.root, r)
+                task = task_keys(self.root, r)
                 start = lay.start(r, s)
-                local = np.flatnonzero((keys.status[s] == KEPT_CODE) & ~dropped[start : start + lay.counts[r, s]])
+                local = np.flatnonzero((task.status[s] == KEPT_CODE) & ~dropped[start : start + lay.counts[r, s]])
                 cand.append(start + local)
-                band_sig.append(table.chunk(r, s)[local][:, cols])
+                sig = table.chunk(r, s)
+                for a in range(0, len(local), SIGNATURE_ROWS):  # only 8 bytes a band stay per document
+                    keys.append(band_keys(sig[local[a : a + SIGNATURE_ROWS]][:, cols], near.rows))
             cand_all = np.concatenate(cand)
-            local_pairs = near_pairs(np.concatenate(band_sig), lambda rows: table.rows(cand_all[rows]), near)
+            keys_all = np.concatenate(keys, axis=1) if keys else np.zeros((len(bands), 0), dtype=np.uint64)
+            local_pairs = near_pairs(keys_all, lambda rows: table.rows(cand_all[rows]), near)
             pairs = cand_all[local_pairs] if len(local_pairs) else pairs
         with publishing(self.out("near") / f"{rank:05d}") as tmp:
             np.save(tmp / "pairs.npy", pairs)

@@ -22,9 +22,11 @@ Documents keep one global order (source by source, file by file) through the pas
 rejected for the same reasons. Only the packed blocks differ: each task packs its own documents.
 
 Memory stays flat in corpus size: documents flow batch by batch between Arrow files; only the global steps hold
-arrays over all documents (keys ~40 B, selection ~11 B, dedup decisions ~30 B a document; the near pass's band keys
-8 B per band of its group and, per document, the verified pairs), i.e. ~0.1 GB per million documents plus ~0.35 GB
-for the near pass at the edited preset's 42 bands on one task. MinHash signatures stay on disk, memory-mapped.
+arrays over all documents: the select pass ~150 bytes a document (keys ~40 B, held twice while the tasks' keys are
+joined; selection ~11 B; dedup decisions and their connected components ~50 B; mixture indices 8 B), i.e. ~0.15 GB
+per million documents, and a near task 8 bytes per document for each band of its group (0.34 GB per million at the
+default 42 bands on one task), plus its verified pairs. MinHash signatures stay on disk, memory-mapped, read
+65,536 rows at a time.
 
 On an executor everything between passes lives under `executor.work_dir` (default OUTPUT_DIR.executor): logs/PASS/
 is datatrove's logging folder (completions/, logs/, stats/), work/PASS/ the tasks' outputs. A task writes into a

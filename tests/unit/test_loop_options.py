@@ -116,6 +116,7 @@ except HfLlmError as e:
 """
 
 
+@pytest.mark.slow  # launches 2 processes (torch.distributed.run)
 def test_a_slow_main_process_times_out_with_what_to_do(tmp_path):
     script = tmp_path / "barrier.py"
     script.write_text(BARRIER)

@@ -141,6 +141,36 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# What only the slow lane may start: multi-process launchers and the training scripts run as processes.
+LAUNCHERS = ("accelerate.commands.launch", "accelerate launch", "torch.distributed.run", "torchrun",
+             "scripts/pretrain.py", "scripts/finetune.py")
+
+
+def launched(args) -> str | None:
+    """The launcher a subprocess command line starts, if any."""
+    line = args if isinstance(args, str) else " ".join(str(a) for a in args)
+    return next((name for name in LAUNCHERS if name in line), None)
+
+
+@pytest.fixture(autouse=True)
+def launches_only_in_the_slow_lane(request, monkeypatch):
+    """A test outside the slow lane that starts a launch fails at once, saying to mark it `slow`: the fast lane
+    (`pytest -m "not slow"`) stays fast because it cannot launch."""
+    if request.node.get_closest_marker("slow") is None:
+        real = subprocess.Popen
+
+        class Guarded(real):
+            def __init__(self, args, *rest, **kwargs):
+                name = launched(args)
+                if name is not None:
+                    raise AssertionError(f"{request.node.nodeid} starts {name!r} as a process: mark it "
+                                         "@pytest.mark.slow (the fast lane launches nothing)")
+                super().__init__(args, *rest, **kwargs)
+
+        monkeypatch.setattr(subprocess, "Popen", Guarded)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def reset_accelerate():
     """accelerate keeps process-wide singletons; each test gets a fresh state."""

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_dedup.py [--docs 1200] [--seed 0] [--procs 2] [--out benchmarks/results/bench_dedup.json]
 
-Corpora (benchmarks/corpora.py): three kinds of text (prose from the bundled sample, API docs with code blocks, short web
-pages on site templates), each with seeded copies (exact; 1%, 3%, 5% or 10% of the words substituted, inserted or
+Corpora (benchmarks/corpora.py): three kinds of text (prose from the bundled sample, API docs with code blocks, short
+web pages on site templates), each with seeded copies (exact; 1%, 3%, 5% or 10% of the words substituted, inserted or
 deleted at random positions; paragraph copies sharing >= 80% of the text) and hard negatives (pages on one
 template; documents quoting 20-50% of another), one corpus per kind and edit rate, all methods on the same one.
 

@@ -95,11 +95,15 @@ def tiny_base_run(shared_corpus: Path, prepared_corpus: Path, tmp_path_factory) 
     from hf_llm.config import load_config
     from hf_llm.pretrain import run_pretraining
 
+    import torch
+
     out = tmp_path_factory.mktemp("shared_base") / "run"
+    threads = torch.get_num_threads()
     run_pretraining(load_config(None, tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}",
                                                      "train.max_steps=12", "train.lr=3e-2", "train.save_every=6",
                                                      "eval.every=12", "train.cpu_threads=1")))
     reset_accelerate_state()
+    torch.set_num_threads(threads)  # whichever test asked for it first keeps its own setting
     return out
 
 

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_dedup.py [--docs 1200] [--seed 0] [--procs 2] [--out benchmarks/results/bench_dedup.json]
 
-Corpora (tests/corpora.py): three kinds of text (prose from the bundled sample, API docs with code blocks, short web
-pages on site templates), each with seeded copies (exact; 1%, 3%, 5% or 10% of the words substituted, inserted or
+Corpora (benchmarks/corpora.py): three kinds of text (prose from the bundled sample, API docs with code blocks, short
+web pages on site templates), each with seeded copies (exact; 1%, 3%, 5% or 10% of the words substituted, inserted or
 deleted at random positions; paragraph copies sharing >= 80% of the text) and hard negatives (pages on one
 template; documents quoting 20-50% of another), one corpus per kind and edit rate, all methods on the same one.
 
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing; tests/ holds the corpus generator
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from hf_llm.data.batches import BATCH  # noqa: E402
 from hf_llm.data.dedup import (  # noqa: E402
@@ -50,7 +50,7 @@ from hf_llm.data.dedup import (  # noqa: E402
     ngram_hashes,
 )
 from hf_llm.config.data_steps import ExactDedupConfig  # noqa: E402
-from tests.corpora import KINDS, Corpus, base_documents, make_corpus, score  # noqa: E402
+from benchmarks.corpora import KINDS, Corpus, base_documents, make_corpus, score  # noqa: E402
 
 EDIT_RATES = (0.01, 0.03, 0.05, 0.10)
 

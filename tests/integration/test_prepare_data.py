@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from datasets import load_from_disk
 
 from ..conftest import REPO, tiny_overrides
@@ -21,6 +22,7 @@ def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow  # runs prepare_data and pretraining as processes
 def test_prepare_then_pretrain_on_the_prepared_folder(tmp_path, small_corpus):
     with small_corpus.open("a") as f:
         f.write('{"id": "broken", "text": "unterminated\n')  # a bad line: reported and kept in rejects/

@@ -15,7 +15,7 @@ from hf_llm.data import task_pack, task_steps
 from hf_llm.data.pipeline import load_prepared
 
 from ..conftest import sample_documents
-from ..corpora import edit_words
+from benchmarks.corpora import edit_words
 
 
 

@@ -1,5 +1,5 @@
 """Exact and near (MinHash/LSH) deduplication: each piece, then quality through the path prepare_data takes
-(the clean, exact, near and select passes) on generated corpora with seeded edits (tests/corpora.py)."""
+(the clean, exact, near and select passes) on generated corpora with seeded edits (benchmarks/corpora.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from hf_llm.data.dedup import (
 from hf_llm.data.executor import build_passes
 from hf_llm.data.task_steps import load
 
-from ..corpora import Corpus, make_corpus, restrict, score, write_jsonl
+from benchmarks.corpora import Corpus, make_corpus, restrict, score, write_jsonl
 
 # ------------------------------------------------------------------------------------------- synthetic words
 

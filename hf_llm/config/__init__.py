@@ -98,7 +98,7 @@ class DataConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
         "prepared": TEXT, "seq_len": Range(2), "validation_fraction": Range(0, 1, lo_open=True, hi_open=True),
         "max_validation_documents": AT_LEAST_1, "mix_by": OneOf(("documents", "tokens")), "num_proc": AT_LEAST_1,
-        "seed": SEED, "packing": OneOf(PACKINGS), "best_fit_window": AT_LEAST_1,
+        "seed": SEED, "packing": OneOf(PACKINGS), "best_fit_window": AT_LEAST_1, "max_document_bytes": AT_LEAST_1,
     }
 
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
@@ -115,6 +115,9 @@ class DataConfig:
     streaming: bool = False  # read sources lazily in several passes: memory stays flat, the result is the same
     stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
     strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
+    # A longer document (a JSON Lines record, a txt line/paragraph/file, a text value) is rejected as too_long when
+    # read, before cleaning, and a JSON Lines or txt one is never held whole: memory stays bounded by the limit.
+    max_document_bytes: Optional[int] = 16 * 2**20
     packing: str = "concat"  # concat (concatenate and chunk: no padding) | best_fit (whole documents, padded)
     best_fit_window: int = 1000  # documents best_fit packs together: larger wastes less padding, costs more time
     save_documents: bool = False  # also write documents/: the kept, cleaned documents with all their columns

@@ -77,7 +77,8 @@ def build_executors(cfg: PrepareDataConfig) -> list:
     step_classes = {"clean": CleanStep, "exact": ExactStep, "near": NearStep, "select": SelectStep, "pack": PackStep,
                     "merge": MergeStep}
 
-    specs = [open_source(src) for src in cfg.data.sources]  # path, format and column errors before any job starts
+    # path, format and column errors before any job starts
+    specs = [open_source(src, cfg.data.max_document_bytes) for src in cfg.data.sources]
     root = work_root(cfg)
     check_work_dir(cfg, root)
     n_bands = cfg.data.dedup.near.bands if cfg.data.dedup.near.enabled else 1

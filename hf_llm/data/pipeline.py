@@ -181,7 +181,8 @@ def clean_sources(data: DataConfig, work: Path) -> tuple[list, Any, list, Keys]:
     """Step 1: read every source, clean each document and compute its keys (`clean_keys_batch`), then collect the
     keys (pass one). Returns (source specs, eval n-gram index or None, cleaned datasets, keys); `select_documents`
     makes the global decisions from the keys."""
-    specs = [open_source(src) for src in data.sources]  # path, format and text column errors come first
+    # path, format and text column errors come first
+    specs = [open_source(src, data.max_document_bytes) for src in data.sources]
     index = build_index_from_config(data.decontam) if data.decontam.enabled else None
     logger.info("step 1/6 read + clean + keys: %d source(s)%s", len(specs), " (streaming)" if data.streaming else "")
     cleaned = [_map(document_dataset(spec, data.strict, data.streaming, str(work / "cache"), data.num_proc),

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 from ..config import SourceConfig
 from ..errors import DataError, HfLlmError
-from .readers import SourceSpec, find_columns, is_blank, iter_records
+from .readers import SourceSpec, check_encoding, find_columns, is_blank, iter_records
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,9 @@ def load_source(src: SourceConfig, streaming: bool = False):
 # ------------------------------------------------------------------------------------ the pipeline's path
 
 
-def open_source(src: SourceConfig) -> SourceSpec:
-    """Resolve a configured source: files (an error if none match), format, and the columns its records carry."""
+def open_source(src: SourceConfig, max_document_bytes: Optional[int] = None) -> SourceSpec:
+    """Resolve a configured source: files (an error if none match), format, and the columns its records carry.
+    A document longer than `max_document_bytes` (data.max_document_bytes) is read as a too_long reject."""
     if src.format == "hub":
         fmt, files = "hub", [src.path]
     else:
@@ -136,11 +137,14 @@ def open_source(src: SourceConfig) -> SourceSpec:
         if fmt not in BUILDERS:
             raise DataError(f"unknown format {fmt!r} for {src.path}; use auto, txt, jsonl, json, parquet, csv or hub")
         files = drop_empty_files(src.path, files)
+        if fmt != "parquet":
+            for f in files:
+                check_encoding(f)
     if src.txt_sample_by not in ("document", "paragraph", "line"):
         raise DataError(f"txt_sample_by must be document, paragraph or line, got {src.txt_sample_by!r}")
     spec = SourceSpec(path=src.path, label=source_label(src), fmt=fmt, files=files, text_field=src.text_field,
                       txt_sample_by=src.txt_sample_by, hub_name=src.name if fmt == "hub" else None,
-                      hub_split=src.split, hub_revision=src.revision)
+                      hub_split=src.split, hub_revision=src.revision, max_bytes=max_document_bytes)
     find_columns(spec)
     return spec
 

@@ -39,9 +39,10 @@ GPU_MEMORY_GB = {
 @dataclass
 class PlanConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "seq_len": AT_LEAST_1, "tokens": POSITIVE, "gpu": TEXT, "gpus": AT_LEAST_1, "nodes": AT_LEAST_1, "hours": POSITIVE,
-        "gpu_memory_gb": POSITIVE, "mfu": Range(0, 1, lo_open=True), "precision": OneOf(("fp8", "bf16", "fp16", "tf32", "fp32")),
-        "global_batch_tokens": AT_LEAST_1, "write_dir": TEXT,
+        "seq_len": AT_LEAST_1, "tokens": POSITIVE, "gpu": TEXT, "gpus": AT_LEAST_1, "nodes": AT_LEAST_1,
+        "hours": POSITIVE, "gpu_memory_gb": POSITIVE, "mfu": Range(0, 1, lo_open=True),
+        "precision": OneOf(("fp8", "bf16", "fp16", "tf32", "fp32")), "global_batch_tokens": AT_LEAST_1,
+        "write_dir": TEXT,
     }
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(preset="1b"))

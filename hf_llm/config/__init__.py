@@ -19,7 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
 from .data_steps import CleanConfig, DecontamConfig, DedupConfig
-from .domains import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, TEXT, Checked, OneOf, Range, check_values
+from .domains import (AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, TEXT, Checked, OneOf, Range,
+                      check_values)
 from .presets import preset_layers, presets_resolved
 
 
@@ -44,8 +45,8 @@ class ModelConfig:
 @dataclass
 class TokenizerConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "name_or_path": TEXT, "vocab_size": Range(64), "min_frequency": NON_NEGATIVE, "eos_token": TEXT, "pad_token": TEXT,
-        "max_train_documents": AT_LEAST_1,
+        "name_or_path": TEXT, "vocab_size": Range(64), "min_frequency": NON_NEGATIVE, "eos_token": TEXT,
+        "pad_token": TEXT, "max_train_documents": AT_LEAST_1,
     }
 
     name_or_path: Optional[str] = None  # existing tokenizer (folder or Hub id); None trains a byte-level BPE
@@ -291,8 +292,8 @@ class TrainConfig:
         "compile": OneOf(AUTO_TRUE_FALSE, fold_case=True), "fused_loss": OneOf(AUTO_TRUE_FALSE, fold_case=True),
         "seed": SEED, "log_every": AT_LEAST_1, "save_every": AT_LEAST_1, "keep_last": AT_LEAST_1, "resume_from": TEXT,
         "init_from": TEXT, "stop_after_steps": AT_LEAST_1, "dist_timeout_minutes": POSITIVE, "cpu_threads": AT_LEAST_1,
-        "peak_flops": POSITIVE, "report_to": Checked("tensorboard, wandb, mlflow (a list) or [none]", "no-such-tracker"),
-        "project": TEXT,
+        "peak_flops": POSITIVE, "project": TEXT,
+        "report_to": Checked("tensorboard, wandb, mlflow (a list) or [none]", "no-such-tracker"),
     }
 
     micro_batch_size: int = 16  # sequences per forward pass per process
@@ -393,8 +394,8 @@ class TaskConfig:
 @dataclass
 class EvalConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "every": AT_LEAST_1, "max_batches": AT_LEAST_1, "sample_max_new_tokens": AT_LEAST_1, "sample_temperature": POSITIVE,
-        "harness_limit": AT_LEAST_1, "task_batch_size": AT_LEAST_1,
+        "every": AT_LEAST_1, "max_batches": AT_LEAST_1, "sample_max_new_tokens": AT_LEAST_1,
+        "sample_temperature": POSITIVE, "harness_limit": AT_LEAST_1, "task_batch_size": AT_LEAST_1,
     }
 
     every: int = 100  # steps between validation passes

@@ -37,7 +37,8 @@ from .decontam import build_index_from_config
 from .emit import emit
 from .mixture import validation_size
 from .selection import Keys, SignatureFile, select_documents, select_mixture
-from .sources import document_dataset, no_records_error, open_source, unwrap_generation_errors
+from .sources import (document_dataset, no_records_error, no_usable_text_error, open_source,
+                      unwrap_generation_errors)
 from ..errors import DataError
 from .steps import READ_REASONS, clean_keys_batch, step_features, tokenize_batch, tokenize_features
 from .tokenizer import BatchEncoder, adds_bos, load_tokenizer, train_bpe_tokenizer
@@ -196,8 +197,9 @@ def clean_sources(data: DataConfig, work: Path) -> tuple[list, Any, list, Keys]:
             raise no_records_error(spec)
         usable = [c for c, r in enumerate(keys.reasons) if r not in (*READ_REASONS, "empty")]
         if not np.isin(status, usable).any():
-            raise DataError(f"source {spec.path!r} has no non-empty text in column {spec.text_field!r} "
-                            f"({len(status)} rows read; see rejects/ of a non-strict run for each row's reason)")
+            codes, counts = np.unique(status, return_counts=True)
+            raise no_usable_text_error(spec, {keys.reasons[c]: int(n) for c, n in zip(codes, counts)},
+                                       keys.read_problems)
     return specs, index, cleaned, keys
 
 

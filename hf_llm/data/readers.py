@@ -109,6 +109,9 @@ class InputStream(io.RawIOBase):
         self.cut: Optional[tuple[str, str]] = None
         self.offset = 0  # decompressed bytes read from the file
         self._inner = _open_decompressed(path)
+        # read1: one decompression step per call, so the bytes before a cut are returned before the error is
+        # raised (a read(n) spanning several steps loses the ones it had gathered)
+        self._read_inner = getattr(self._inner, "read1", self._inner.read)
         self._pending = b""
         self._decoder: Any = None
         head = b""
@@ -144,7 +147,7 @@ class InputStream(io.RawIOBase):
         if self.cut is not None:
             return b""
         try:
-            data = self._inner.read(n)
+            data = self._read_inner(n)
         except _cut_errors() as e:
             self.cut = _describe_cut(self.path, self.offset, e)
             return b""
@@ -222,14 +225,15 @@ def check_encoding(path: str) -> None:
     byte-order mark shows as NUL bytes between the characters (ASCII text: every second or fourth byte)."""
     with open_binary(path) as f:
         head = f.read(1 << 16)
-    if len(head) >= 16 and head.count(0) >= len(head) // 4:
+    nul = head.count(0)
+    if len(head) >= 16 and nul >= len(head) // 4:
         first = head.index(0)
-        guess = "UTF-32" if head.count(0) >= len(head) // 2 else "UTF-16"
-        order = "LE" if first % 2 else "BE"
+        guess = "UTF-32" if nul >= len(head) * 0.7 else "UTF-16"  # ASCII text: 3/4 of UTF-32, 1/2 of UTF-16 is NUL
+        name = f"{guess}{'LE' if first % 2 else 'BE'}"
         raise DataError(
-            f"{path}: {head.count(0):,} of its first {len(head):,} bytes are NUL (the first at byte {first}): the file "
-            f"looks like {guess}-{order} without a byte-order mark, which cannot be told from UTF-8 for sure. Convert it "
-            f"to UTF-8 (e.g. iconv -f {guess}{order} -t UTF-8 {path} > out.txt) or save it with a byte-order mark")
+            f"{path}: {nul:,} of its first {len(head):,} bytes are NUL (the first at byte {first}): it looks like "
+            f"{name} without a byte-order mark, which cannot be told from UTF-8 for sure. Convert it to UTF-8 "
+            f"(e.g. iconv -f {name} -t UTF-8 {path} > out.txt) or save it with a byte-order mark")
 
 
 def json_type(value: Any) -> str:
@@ -247,8 +251,9 @@ def decode(raw: bytes) -> tuple[str, Optional[int]]:
 
 def invalid_utf8(where: str, raw: bytes, at: int) -> str:
     """Where a line stops being UTF-8, the byte, and what to do about a file that is not UTF-8."""
-    return (f"{where}: invalid UTF-8 at byte {at} of the line (0x{raw[at]:02X}); the readers take UTF-8 (or UTF-16/32 "
-            f"with a byte-order mark): a file in Latin-1 or Windows-1252 needs converting, e.g. iconv -f CP1252 -t UTF-8")
+    return (f"{where}: invalid UTF-8 at byte {at} of the line (0x{raw[at]:02X}); the readers take UTF-8 (or "
+            f"UTF-16/32 with a byte-order mark): a file in Latin-1 or Windows-1252 needs converting, e.g. iconv -f "
+            f"CP1252 -t UTF-8")
 
 
 def _record(text: Any, source: str, origin: str, reason: Optional[str] = None, detail: Optional[str] = None) -> dict:

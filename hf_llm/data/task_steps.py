@@ -360,6 +360,7 @@ class SelectStep(HfLlmStep):
 def merged_keys(root: Path, lay: Layout, specs: list) -> Keys:
     """The tasks' keys as one `Keys` per source in the global order, reason codes renumbered to one table."""
     from .sources import no_records_error as no_records
+    from .sources import no_usable_text_error
     from .steps import READ_REASONS
 
     keys = Keys()
@@ -385,8 +386,9 @@ def merged_keys(root: Path, lay: Layout, specs: list) -> Keys:
             raise no_records(spec)
         usable = [c for c, reason in enumerate(keys.reasons) if reason not in (*READ_REASONS, "empty")]
         if not np.isin(status, usable).any():
-            raise DataError(f"source {spec.path!r} has no non-empty text in column {spec.text_field!r} "
-                            f"({len(status)} rows read; see rejects/ of a non-strict run for each row's reason)")
+            codes, counts = np.unique(status, return_counts=True)
+            raise no_usable_text_error(spec, {keys.reasons[c]: int(n) for c, n in zip(codes, counts)},
+                                       keys.read_problems)
     return keys
 
 

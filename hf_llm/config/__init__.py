@@ -118,7 +118,7 @@ class DataConfig:
     strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
     # A longer document (a JSON Lines record, a txt line/paragraph/file, a text value) is rejected as too_long when
     # read, before cleaning, and a JSON Lines or txt one is never held whole: memory stays bounded by the limit.
-    max_document_bytes: Optional[int] = 16 * 2**20
+    max_document_bytes: Optional[int] = 8 * 2**20
     packing: str = "concat"  # concat (concatenate and chunk: no padding) | best_fit (whole documents, padded)
     best_fit_window: int = 1000  # documents best_fit packs together: larger wastes less padding, costs more time
     save_documents: bool = False  # also write documents/: the kept, cleaned documents with all their columns

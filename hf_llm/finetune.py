@@ -10,11 +10,12 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
 from .config import RunConfig
+from .config.domains import AT_LEAST_1, TEXT, Checked, OneOf, Range
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
 from .sft import SFTConfig, SFTData, build_sft_datasets, complete_tokenizer
@@ -30,6 +31,11 @@ METHODS = ("full", "lora", "qlora")
 
 @dataclass
 class AdapterConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "method": OneOf(METHODS), "r": AT_LEAST_1, "alpha": AT_LEAST_1, "dropout": Range(0, 1, hi_open=True),
+        "target_modules": Checked("all-linear or a list of module names", 7),
+    }
+
     method: str = "lora"  # full | lora | qlora (4-bit nf4 base, CUDA + bitsandbytes only)
     r: int = 16  # LoRA rank: capacity of the update; 8-64 covers most SFT
     alpha: int = 32  # LoRA scale is alpha / r; keeping alpha = 2r keeps the LR meaningful across ranks
@@ -56,6 +62,10 @@ class AdapterConfig:
 
 @dataclass
 class FinetuneRunConfig(RunConfig):
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "output_dir": TEXT,
+    }
+
     output_dir: str = "runs/finetune"  # adapter/ or model/, merged/, checkpoints/, logs/, config.yaml, summary.json
     sft: SFTConfig = field(default_factory=SFTConfig)  # data formats, chat template, masking, length, packing
     adapter: AdapterConfig = field(default_factory=AdapterConfig)  # what is trained and what is written

@@ -98,7 +98,8 @@ def build_passes(cfg: PrepareDataConfig, root: Path) -> list:
     from .task_pack import MergeStep, PackStep
     from .task_steps import CleanStep, ExactStep, NearStep, SelectStep
 
-    specs = [open_source(src) for src in cfg.data.sources]  # path, format and column errors before any pass starts
+    # path, format and column errors before any pass starts
+    specs = [open_source(src, cfg.data.max_document_bytes) for src in cfg.data.sources]
     tasks = pass_tasks(cfg)
     return [step(cfg, specs, str(root), tasks) for step in (CleanStep, ExactStep, NearStep, SelectStep, PackStep,
                                                              MergeStep)]

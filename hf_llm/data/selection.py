@@ -69,15 +69,16 @@ class Keys:
 
 def check_sources(keys: Keys, specs: list) -> None:
     """Every source holds records, and some with text: else a clear error naming the source."""
-    from .sources import no_records_error
+    from .sources import no_records_error, no_usable_text_error
 
     usable = [c for c, reason in enumerate(keys.reasons) if reason not in (*READ_REASONS, "empty")]
     for spec, status in zip(specs, keys.status):
         if not len(status):
             raise no_records_error(spec)
         if not np.isin(status, usable).any():
-            raise DataError(f"source {spec.path!r} has no non-empty text in column {spec.text_field!r} "
-                            f"({len(status)} rows read; see rejects/ of a non-strict run for each row's reason)")
+            codes, counts = np.unique(status, return_counts=True)
+            raise no_usable_text_error(spec, {keys.reasons[c]: int(n) for c, n in zip(codes, counts)},
+                                       keys.read_problems)
 
 
 class SignatureFile:

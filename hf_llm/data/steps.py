@@ -16,7 +16,8 @@ from .clean import clean_document
 from .decontam import NgramIndex, contamination_batch
 from .dedup import dedup_keys
 
-READ_REASONS = ("malformed", "invalid_utf8", "missing_text")  # set by the readers; the text is not usable
+# set by the readers (hf_llm/data/readers.py); the text is not usable
+READ_REASONS = ("malformed", "invalid_utf8", "missing_text", "wrong_type", "too_long", "truncated", "corrupt")
 
 
 def step_features(features, dedup: DedupConfig):

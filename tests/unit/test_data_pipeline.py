@@ -153,7 +153,7 @@ def test_nothing_left_after_filtering_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": ""}\n{"text": null}\n')
-    with pytest.raises(DataError, match="has no non-empty text in column 'text'"):
+    with pytest.raises(DataError, match="has no usable text in column 'text'"):
         build_prepared_data(DataConfig(sources=[SourceConfig(path=str(empty))]), TOK, tmp_path / "out")
 
 

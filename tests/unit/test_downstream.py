@@ -283,7 +283,7 @@ def test_other_task_config_errors(tmp_path, monkeypatch):
         _checked([f"eval.tasks=[{{path: '{tmp_path / 'nope.jsonl'}'}}]"])
     with pytest.raises(ConfigError, match="kind must be one of"):
         _checked([f"eval.tasks=[{{path: '{MC}', kind: mcq}}]"])
-    with pytest.raises(ConfigError, match="limit must be at least 1"):
+    with pytest.raises(ConfigError, match=r"eval.tasks\[0\].limit must be >= 1, got 0"):
         _checked([f"eval.tasks=[{{path: '{MC}', limit: 0}}]"])
     with pytest.raises(ConfigError, match="unique"):
         _checked([f"eval.tasks=[{{path: '{MC}'}}, {{path: '{MC}'}}]"])

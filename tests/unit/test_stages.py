@@ -336,7 +336,7 @@ def _stages(*stages: str) -> str:
      r"data.stages\[0\] needs exactly one boundary"),
     ([_stages("{sources: [{path: a}], until_step: 3}", "{sources: [{path: b}], until_step: 6}")],
      r"data.stages\[1\] is the last stage: it runs to the end of the run"),
-    ([_stages("{sources: [{path: a}], until_step: 0}", "{prepared: b}")], r"until_step must be at least 1"),
+    ([_stages("{sources: [{path: a}], until_step: 0}", "{prepared: b}")], r"data.stages\[0\].until_step must be >= 1, got 0"),
     ([_stages("{prepared: a, until_step: 3}", "{prepared: b}"), "data.prepared=c"],
      r"data.prepared and data.stages are both set"),
     ([_stages("{prepared: a, until_step: 3}", "{sources: [{path: b}]}"), "data.stream_train=true"],

@@ -31,7 +31,8 @@ TOK = TokenizerConfig(vocab_size=320)
 
 def records(tmp_path: Path, path: Path, strict: bool = False, max_bytes=None, streaming: bool = False,
             **src) -> list[dict]:
-    spec = open_source(SourceConfig(path=str(path), **src), max_bytes)
+    src_config = SourceConfig(path=str(path), **src)
+    spec = open_source(src_config) if max_bytes is None else open_source(src_config, max_bytes)
     return list(document_dataset(spec, strict, streaming, cache_dir=str(tmp_path / "cache")))
 
 

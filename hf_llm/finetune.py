@@ -22,7 +22,7 @@ from .sft import SFTConfig, SFTData, build_sft_datasets, complete_tokenizer
 from .io import publishing
 from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
 from .train.collate import PackedCollator, PaddingCollator, needs_varlen_kwargs
-from .train.run import TrainData, fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, strategy_name, wait_for_main
 from .train.stages import BlockStage
 from .train.samplers import LengthGroupedSampler
 
@@ -231,7 +231,7 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
                            tokenizer=tokenizer)
     state, model = fit(cfg, accelerator, model, train_data, precision, out, description=description)
     summary = _summary(cfg, data, state, trainable, total, precision, notes, tokenizer, accelerator.num_processes,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, strategy_name(accelerator))
     card = _model_card(cfg, model_config, total, data, summary, tokenizer, adapter_folder=cfg.adapter.method != "full")
     if cfg.adapter.method == "full":
         summary["model_dir"] = str(export_model(accelerator, model, tokenizer, out / "model", card))
@@ -290,7 +290,7 @@ def merge_adapter(cfg: FinetuneRunConfig, adapter_dir: Path, tokenizer, out_dir:
 
 
 def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable: int, total: int, precision: str,
-             notes: dict[str, str], tokenizer, world: int, seconds: float) -> dict[str, Any]:
+             notes: dict[str, str], tokenizer, world: int, seconds: float, strategy: str) -> dict[str, Any]:
     from .train.summary import run_summary
 
     examples_seen = state.step * cfg.train.micro_batch_size * cfg.train.grad_accum_steps * world
@@ -308,11 +308,11 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
         # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
         "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"
                                 else "4N + 2N_trainable + attention (frozen base weights get no weight gradient)"),
-    })
+    }, strategy)
 
 
-TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "precision",
-                 "median_mfu", "mfu_flops_per_token")  # the card's Training table
+TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "strategy",
+                 "precision", "median_mfu", "mfu_flops_per_token")  # the card's Training table
 
 
 def _model_card(cfg: FinetuneRunConfig, model_config, total: int, data: SFTData, summary: dict, tokenizer,
@@ -359,7 +359,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{dropped['truncated']} truncated, {dropped['dropped']} dropped (too long), "
         f"{dropped['no_targets']} dropped (no target left)",
         f"steps             {s['steps']:,} ({s['epochs']} epochs), {s['train_seconds']:.0f} s training, "
-        f"{s['processes']} process(es), {s['precision']}",
+        f"{s['processes']} process(es), {s['strategy']}, {s['precision']}",
         *run_lines(s),
         f"pad token         {s['pad_token']}",
         f"chat template     {s['chat_template_source']}",

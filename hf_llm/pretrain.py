@@ -13,7 +13,7 @@ from .model import build_model, build_model_config, count_parameters, max_positi
 from .train.checkpoint import LoopState, export_model
 from .train.metrics import memory_summary
 from .train.collate import PackedCollator, needs_varlen_kwargs
-from .train.run import TrainData, fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, strategy_name, wait_for_main
 from .train.stages import TrainStage
 
 
@@ -152,7 +152,8 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:
         """The card (and its pictures) of an export at the loop's current state."""
         files = model_card_pictures(st.history)
-        interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+        interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started,
+                           strategy_name(accelerator))
         return _model_card(cfg, model_config, n_params, data_card(st), interim, pictures=files), files
 
     push_hook, pusher = checkpoint_push_hook(cfg.hub, accelerator, tokenizer, out, card_for)
@@ -161,7 +162,8 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     state, model = fit(cfg, accelerator, model, data, precision, out,
                        description=f"model: {model_config.model_type}, {n_params:,} parameters",
                        on_checkpoint=push_hook)
-    summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+    summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started,
+                       strategy_name(accelerator))
     summary.update(memory_summary(accelerator, model, cfg.train, model_config, seq_len))
     if stages is not None:
         summary["stages"] = data_card(state)["stages"]
@@ -217,17 +219,18 @@ def sample_export(model_dir: Path, prompts: list[str], max_new_tokens: int, temp
     return generate_samples(model, tok, prompts, max_new_tokens, temperature, 0.95, seed)
 
 
-def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float) -> dict[str, Any]:
+def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float,
+             strategy: str) -> dict[str, Any]:
     from .train.summary import run_summary
 
     epochs = None if prep.train is None else round(state.tokens_seen / max(1, prep.card["train"]["tokens"]), 3)
     return run_summary(cfg, state, precision, world, seconds, {
         "parameters": n_params, "tokens_seen": state.tokens_seen, "epochs": epochs,
         "unigram_val_loss": prep.card.get("unigram_validation_loss"),
-    })
+    }, strategy)
 
 
-TRAINING_KEYS = ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "precision",
+TRAINING_KEYS = ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "strategy", "precision",
                  "median_tokens_per_second", "median_mfu")  # the card's Training table
 
 
@@ -250,7 +253,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"parameters        {s['parameters']:,}",
         f"steps / tokens    {s['steps']:,} steps, {s['tokens_seen']:,} tokens ({na(s['epochs'], 'g')} epochs)",
         f"time              {s['train_seconds']:.0f} s training, {s['wall_seconds']:.0f} s in all, "
-        f"{s['processes']} process(es), {s['precision']}",
+        f"{s['processes']} process(es), {s['strategy']}, {s['precision']}",
         f"throughput        {na(s['median_tokens_per_second'], ',.0f')} tokens/s, MFU {na(s['median_mfu'], '.1%')}",
         *run_lines(s),
         *(f"data stage        {st['name']}: {st['steps']:,} steps, {st['tokens']:,} tokens ({st['sources']})"

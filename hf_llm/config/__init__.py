@@ -114,7 +114,7 @@ class DataConfig:
     mix_by: str = "documents"  # documents | tokens: what a source weight is a share of
     num_proc: int = 1  # worker processes for datasets.map
     seed: int = 1234  # shuffling, mixing and the train/validation split
-    lazy_read: bool = False  # read sources lazily in several passes: memory stays flat, the result is the same
+    lazy_read: bool = False  # deprecated, no effect: preparation always reads sources lazily, pass by pass (flat memory)
     stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
     strict: bool = False  # an unreadable record (bad JSON or UTF-8, wrong type, too long, a cut file) stops the run
     # A longer document (a JSON Lines record, a txt line/paragraph/file, a text value) is rejected as too_long when
@@ -141,6 +141,10 @@ class DataConfig:
         if not self.sources and not self.stages and self.prepared is None:
             raise ConfigError("data.sources is empty: name at least one source, e.g. data.sources=[{path: "
                               "corpus.jsonl}], or read a prepared folder with data.prepared=PATH")
+        if self.lazy_read:
+            warnings.warn("data.lazy_read (formerly data.streaming) is deprecated and has no effect: data preparation "
+                          "always reads the sources lazily, pass by pass, with flat memory; remove it from the recipe",
+                          FutureWarning, stacklevel=2)
         if self.stages:
             check_stages(self)
             # The default corpus stands for "no sources given"; with stages the run reads only the stages' sources,
@@ -240,9 +244,6 @@ class PrepareDataConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # in process, or datatrove's executors
 
     def __post_init__(self) -> None:
-        if self.executor.kind != "process" and self.data.mix_by == "tokens" and len(self.data.sources) > 1:
-            raise ConfigError("data.mix_by=tokens is not supported on an executor yet (it needs every source's mean "
-                              "token count before packing); use mix_by=documents or executor.kind=process")
         if self.data.prepared is not None:
             raise ConfigError("data.prepared names a folder to read; prepare_data writes one (set output_dir instead)")
         if self.data.stages:

@@ -2,7 +2,7 @@
 
 `clean_keys_batch` runs every document-level decision that needs no other document: normalisation, PII, quality
 filters, and the keys the global steps need (exact hash, MinHash signature, eval-set overlap). `tokenize_batch`
-encodes. Both run unchanged on a `Dataset` (`num_proc` workers) or an `IterableDataset` (streaming).
+encodes. The clean and pack passes call them batch by batch (task_steps.py, task_pack.py).
 """
 
 from __future__ import annotations

@@ -429,7 +429,7 @@ def test_a_failing_evaluation_warns_and_the_run_keeps_its_checkpoints(tmp_path, 
 
     cfg = RunConfig(eval=evaluation)
     prep = SimpleNamespace(train=[0], card={"train": {"tokens": 512}})
-    summary = _summary(cfg, prep, state, 1000, "fp32", 1, 1.0)
+    summary = _summary(cfg, prep, state, 1000, "fp32", 1, 1.0, "single process")
     assert summary["downstream"]["mc"]["step"] == 4 and set(summary["downstream"]["mc"]) == {"acc", "acc_norm", "step"}
     assert len(summary["downstream_warnings"]) == 1 and "injected scoring failure" in summary["downstream_warnings"][0]
     json.dumps(summary)  # summary.json

@@ -72,7 +72,7 @@ def test_a_truncated_file_keeps_the_records_before_the_cut(tmp_path, suffix, cap
     assert last["read_detail"].startswith(f"{path}: the compressed data ends before its end marker (EOFError")
     assert "the records before that point are kept" in last["read_detail"] and "download or copy" in last["read_detail"]
     assert last["read_detail"] in caplog.text
-    assert records(tmp_path, path, streaming=True) == rows  # data.lazy_read reads the same rows
+    assert records(tmp_path, path, streaming=True) == rows  # the IterableDataset (data.stream_train) too
 
 
 def test_a_truncated_file_is_named_in_the_data_card_and_strict_stops_with_status_2(tmp_path, capsys):

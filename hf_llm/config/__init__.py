@@ -116,7 +116,7 @@ class DataConfig:
     seed: int = 1234  # shuffling, mixing and the train/validation split
     lazy_read: bool = False  # deprecated, no effect: preparation always reads sources lazily, pass by pass (flat memory)
     stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
-    strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
+    strict: bool = False  # an unreadable record (bad JSON or UTF-8, wrong type, too long, a cut file) stops the run
     # A longer document (a JSON Lines record, a txt line/paragraph/file, a text value) is rejected as too_long when
     # read, before cleaning, and a JSON Lines or txt one is never held whole: memory stays bounded by the limit.
     max_document_bytes: Optional[int] = 8 * 2**20

@@ -24,12 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 from . import __version__
 from .config import RunConfig, load_config, parse_cli
 from .errors import HfLlmError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_recipe(name: str) -> str:
-    return str(REPO_ROOT / "configs" / "recipes" / name)
+from .shipped import shipped_file
 
 
 @dataclass(frozen=True)
@@ -40,7 +35,7 @@ class Command:
     summary: str
     job: str
     schema: Optional[str] = None  # its config dataclass; None for a command with flags of its own (push)
-    recipe: Optional[str] = None  # default recipe, relative to the checkout
+    recipe: Optional[str] = None  # default recipe, relative to the checkout (a wheel ships it: hf_llm.shipped)
     info_logging: bool = False  # the job reports its progress through `logging`
 
 
@@ -101,7 +96,7 @@ def run_command(name: str, argv: Optional[list[str]] = None, prog: Optional[str]
         return _load(cmd.job)(argv, prog)
     if cmd.info_logging:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    recipe = str(REPO_ROOT / cmd.recipe) if cmd.recipe else None
+    recipe = str(shipped_file(cmd.recipe)) if cmd.recipe else None
     return run_cli(_load(cmd.job), recipe, argv, _load(cmd.schema), prog=prog, summary=cmd.summary)
 
 

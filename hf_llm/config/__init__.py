@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
+from ..shipped import shipped_path
 from .data_steps import CleanConfig, DecontamConfig, DedupConfig
 from .presets import preset_layers, presets_resolved
 
@@ -477,7 +478,7 @@ def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[st
     """Load `schema` from an optional YAML recipe plus `key=value` overrides; strict about keys and types."""
     layers = []
     if recipe is not None:
-        path = Path(recipe)
+        path = Path(shipped_path(recipe))  # from the working directory, else a shipped recipe of that name
         if not path.is_file():
             raise ConfigError(f"recipe {str(recipe)!r} does not exist; pass a YAML file (see configs/recipes/)")
         try:

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hf_llm.data", "hf_llm.model", "hf_llm.cards", "hf_llm.plots", "hf_llm.train.collate", "hf_llm.train.metrics",
      "hf_llm.train.optim", "hf_llm.train.checkpoint", "hf_llm.train.loss",
      "hf_llm.train.samplers"),  # data steps and training parts
-    ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub"),  # scoring and publishing, which the loop calls
+    ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub", "hf_llm.gguf"),  # scoring and publishing, which the loop calls
     ("hf_llm.train", "hf_llm.train.loop", "hf_llm.train.run"),  # the one loop and its launcher
     ("hf_llm.pretrain", "hf_llm.finetune", "hf_llm.sft", "hf_llm.planner"),  # the jobs
     ("hf_llm.cli",),  # the command line

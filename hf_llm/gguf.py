@@ -23,9 +23,9 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from .config import GGUF_OUTTYPES as OUTTYPES
 from .errors import ConfigError
 
-OUTTYPES = ("f32", "f16", "q8_0")
 ARCHITECTURES = ("llama",)
 # llama.cpp's name for tokenizers' ByteLevel(use_regex=True) split (GPT-2's regex); "gpt2" is refused at load.
 GPT2_PRE = "gpt-2"
@@ -250,5 +250,13 @@ def export_gguf(model_dir: str | os.PathLike, outfile: str | os.PathLike, outtyp
 
 
 def job_gguf_path(model_dir: Path, outtype: str) -> Path:
-    """Where a job's `export.gguf=TYPE` writes: inside the export, so a push publishes it beside the weights."""
+    """Where a job's `export.gguf=TYPE` (and `hf-llm gguf` by default) writes: inside the export, so a push
+    publishes it beside the weights."""
     return model_dir / f"model-{outtype}.gguf"
+
+
+def write_job_gguf(model_dir: Path, outtype: Optional[str]) -> Optional[str]:
+    """A job's `export.gguf`: the file's path, or None when not asked for."""
+    if outtype is None:
+        return None
+    return str(export_gguf(model_dir, job_gguf_path(model_dir, outtype), outtype))

@@ -385,6 +385,22 @@ class HubConfig:
                 raise ConfigError(f"hub.repo_id={self.repo_id!r} is not a valid repository id: {e}") from None
 
 
+GGUF_OUTTYPES = ("f32", "f16", "q8_0")
+
+
+@dataclass
+class ExportConfig:
+    """What the final export writes beside the safetensors folder."""
+
+    # f32 | f16 | q8_0: also write model-TYPE.gguf into the export, for llama.cpp, Ollama, LM Studio (hf_llm/gguf.py;
+    # Llama models with byte-level BPE tokenizers, checked before training); null = none
+    gguf: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.gguf is not None and self.gguf not in GGUF_OUTTYPES:
+            raise ConfigError(f"export.gguf must be one of {', '.join(GGUF_OUTTYPES)} (or null), got {self.gguf!r}")
+
+
 @dataclass
 class EvaluateConfig:
     """`scripts/evaluate.py`: perplexity and bits per byte on held-out text, plus generation samples."""
@@ -426,6 +442,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         every, save = self.hub.push_every, self.train.save_every

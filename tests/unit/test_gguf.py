@@ -122,3 +122,41 @@ def test_refuses_other_architectures(tmp_path, tokenizer):
                                                                     "rope_theta": 10000.0})
     with pytest.raises(ConfigError, match="default RoPE"):
         export_gguf(llama, tmp_path / "x.gguf")
+
+
+def test_pretrain_export_option_writes_the_gguf_of_its_export(tmp_path, small_corpus):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_llm.config import load_config
+    from hf_llm.pretrain import run_pretraining
+
+    from ..conftest import tiny_overrides
+
+    out = tmp_path / "run"
+    summary = run_pretraining(load_config(None, tiny_overrides(out, small_corpus, "train.max_steps=2",
+                                                               "train.save_every=2", "eval.every=2",
+                                                               "export.gguf=f32")))
+    assert Path(summary["gguf"]) == out / "model" / "model-f32.gguf"
+    live = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    back = AutoModelForCausalLM.from_pretrained(out / "model", gguf_file="model-f32.gguf").eval()
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    ids = tok(TEXTS[1])["input_ids"]
+    assert AutoTokenizer.from_pretrained(out / "model", gguf_file="model-f32.gguf")(TEXTS[1])["input_ids"] == ids
+    assert torch.allclose(_logits(back, ids), _logits(live, ids), atol=1e-4, rtol=0)
+
+
+def test_jobs_refuse_an_export_they_cannot_write_before_any_work(tmp_path, small_corpus, tokenizer):
+    from hf_llm.cli import main
+
+    out = tmp_path / "gpt2"
+    with pytest.raises(ConfigError, match="supports llama"):
+        from hf_llm.config import load_config
+        from hf_llm.pretrain import run_pretraining
+
+        run_pretraining(load_config(None, [f"output_dir={out}", f"data.sources=[{{path: '{small_corpus}'}}]",
+                                           "model.preset=null", "model.model_type=gpt2", "export.gguf=f16"]))
+    assert not (out / "data").exists()  # refused before data preparation
+    assert main(["pretrain", "export.gguf=q4"]) == 2  # not a type it writes
+    base = _export(tmp_path, tokenizer)
+    assert main(["finetune", f"model.name_or_path={base}", f"output_dir={tmp_path / 'ft'}", "export.gguf=f16"]) == 2
+    assert not (tmp_path / "ft").exists()  # a LoRA adapter has no plain weights: adapter.merge=true is asked for

@@ -103,7 +103,9 @@ def run_command(name: str, argv: Optional[list[str]] = None, prog: Optional[str]
     if cmd.info_logging:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     recipe = str(shipped_file(cmd.recipe)) if cmd.recipe else None
-    return run_cli(_load(cmd.job), recipe, argv, _load(cmd.schema), prog=prog, summary=cmd.summary)
+    # The job's module (torch, transformers) is imported once the config has parsed: a config error costs no import.
+    return run_cli(lambda cfg: _load(cmd.job)(cfg), recipe, argv, _load(cmd.schema), prog=prog,
+                   summary=cmd.summary)
 
 
 def run_cli(job: Callable, recipe: Optional[str], argv: Optional[list[str]] = None, schema: type = RunConfig,
@@ -229,7 +231,8 @@ def command_help(schema: type, recipe: Optional[str], prog: str, summary: str = 
         f"usage: {prog} [RECIPE.yaml] [key=value ...]", "",
         *textwrap.wrap(summary, 116), "",
         "A recipe is a YAML file of these keys (nested by section); each key=value on the command line overrides one",
-        "(lists: key=[a,b]; a list of sections: key=[{path: a.jsonl}]). Unknown keys are an error.", "",
+        "(lists: key=[a,b]; a list of sections: key=[{path: a.jsonl}]). Unknown keys are an error, and so is a value",
+        "outside the domain shown in [brackets] (checked before any work starts).", "",
         f"config keys (values: {source}):",
         *lines,
     ])
@@ -247,7 +250,10 @@ def config_rows(schema: type, values: Any, prefix: str = "") -> Iterator[tuple[s
     of one item as `key[].sub` with the item defaults."""
     from .config import _field_type, _list_item_type
 
+    from .config.domains import domains_of
+
     why = field_comments(schema)
+    domains = {name: str(d) for name, d in domains_of(schema).items() if str(d)}
     for f in dataclasses.fields(schema):
         key = prefix + f.name
         ftype = _field_type(schema, f.name)
@@ -255,7 +261,10 @@ def config_rows(schema: type, values: Any, prefix: str = "") -> Iterator[tuple[s
         if dataclasses.is_dataclass(ftype):
             yield from config_rows(ftype, value, f"{key}.")
             continue
-        yield key, _inline(value), why.get(f.name, "")
+        comment = why.get(f.name, "")
+        if f.name in domains:  # what the field may hold, as load_config checks it
+            comment = f"[{domains[f.name]}] {comment}".strip()
+        yield key, _inline(value), comment
         item = _list_item_type(schema, f.name)
         if item is not None:
             yield from config_rows(item, None, f"{key}[].")

@@ -10,18 +10,20 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
 from .config import RunConfig
+from .config.domains import AT_LEAST_1, TEXT, Checked, OneOf, Range
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
-from .sft import SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
+from .sft import SFTConfig, SFTData, build_sft_datasets, complete_tokenizer
 from .io import publishing
 from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
 from .train.collate import PackedCollator, PaddingCollator, needs_varlen_kwargs
-from .train.run import fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, strategy_name, wait_for_main
+from .train.stages import BlockStage
 from .train.samplers import LengthGroupedSampler
 
 METHODS = ("full", "lora", "qlora")
@@ -29,6 +31,11 @@ METHODS = ("full", "lora", "qlora")
 
 @dataclass
 class AdapterConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "method": OneOf(METHODS), "r": AT_LEAST_1, "alpha": AT_LEAST_1, "dropout": Range(0, 1, hi_open=True),
+        "target_modules": Checked("all-linear or a list of module names", 7),
+    }
+
     method: str = "lora"  # full | lora | qlora (4-bit nf4 base, CUDA + bitsandbytes only)
     r: int = 16  # LoRA rank: capacity of the update; 8-64 covers most SFT
     alpha: int = 32  # LoRA scale is alpha / r; keeping alpha = 2r keeps the LR meaningful across ranks
@@ -55,6 +62,10 @@ class AdapterConfig:
 
 @dataclass
 class FinetuneRunConfig(RunConfig):
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "output_dir": TEXT,
+    }
+
     output_dir: str = "runs/finetune"  # adapter/ or model/, merged/, checkpoints/, logs/, config.yaml, summary.json
     sft: SFTConfig = field(default_factory=SFTConfig)  # data formats, chat template, masking, length, packing
     adapter: AdapterConfig = field(default_factory=AdapterConfig)  # what is trained and what is written
@@ -132,7 +143,7 @@ def load_sft_tokenizer(cfg: FinetuneRunConfig, model_config) -> tuple[Any, dict[
     if len(tokenizer) > model_config.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model only {model_config.vocab_size} "
                           f"embeddings; use the base model's own tokenizer")
-    return tokenizer, prepare_tokenizer(tokenizer, cfg.sft.chat_template)
+    return tokenizer, complete_tokenizer(tokenizer, cfg.sft.chat_template)
 
 
 def load_base_model(cfg: FinetuneRunConfig, precision: str, device_index: int = 0):
@@ -223,10 +234,11 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
         seq_len = max(1, round(data.stats["train"]["mean_length"]))  # token budget and throughput count real tokens
     description = (f"fine-tuning {cfg.model.name_or_path} ({cfg.adapter.method}): {trainable:,} trainable of "
                    f"{total:,} parameters ({trainable / total:.2%})")
-    state, model = fit(cfg, accelerator, model, model_config, data.train, data.validation, collate, seq_len, precision,
-                       out, description=description, train_sampler=sampler, tokenizer=tokenizer)
+    train_data = TrainData([BlockStage(data.train, collate, sampler=sampler)], seq_len, data.validation, collate,
+                           tokenizer=tokenizer)
+    state, model = fit(cfg, accelerator, model, train_data, precision, out, description=description)
     summary = _summary(cfg, data, state, trainable, total, precision, notes, tokenizer, accelerator.num_processes,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, strategy_name(accelerator))
     card = _model_card(cfg, model_config, total, data, summary, tokenizer, adapter_folder=cfg.adapter.method != "full")
     if cfg.adapter.method == "full":
         summary["model_dir"] = str(export_model(accelerator, model, tokenizer, out / "model", card))
@@ -289,7 +301,7 @@ def merge_adapter(cfg: FinetuneRunConfig, adapter_dir: Path, tokenizer, out_dir:
 
 
 def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable: int, total: int, precision: str,
-             notes: dict[str, str], tokenizer, world: int, seconds: float) -> dict[str, Any]:
+             notes: dict[str, str], tokenizer, world: int, seconds: float, strategy: str) -> dict[str, Any]:
     from .train.summary import run_summary
 
     examples_seen = state.step * cfg.train.micro_batch_size * cfg.train.grad_accum_steps * world
@@ -307,11 +319,11 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
         # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
         "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"
                                 else "4N + 2N_trainable + attention (frozen base weights get no weight gradient)"),
-    })
+    }, strategy)
 
 
-TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "precision",
-                 "median_mfu", "mfu_flops_per_token")  # the card's Training table
+TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "strategy",
+                 "precision", "median_mfu", "mfu_flops_per_token")  # the card's Training table
 
 
 def _model_card(cfg: FinetuneRunConfig, model_config, total: int, data: SFTData, summary: dict, tokenizer,
@@ -358,7 +370,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{dropped['truncated']} truncated, {dropped['dropped']} dropped (too long), "
         f"{dropped['no_targets']} dropped (no target left)",
         f"steps             {s['steps']:,} ({s['epochs']} epochs), {s['train_seconds']:.0f} s training, "
-        f"{s['processes']} process(es), {s['precision']}",
+        f"{s['processes']} process(es), {s['strategy']}, {s['precision']}",
         *run_lines(s),
         f"pad token         {s['pad_token']}",
         f"chat template     {s['chat_template_source']}",

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import yaml
 
 from .config import ModelConfig
+from .config.domains import AT_LEAST_1, POSITIVE, TEXT, OneOf, Range
 from .errors import ConfigError
 from .estimate import (
     GPU_PEAK_FLOPS,
@@ -38,6 +39,13 @@ GPU_MEMORY_GB = {
 
 @dataclass
 class PlanConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "seq_len": AT_LEAST_1, "tokens": POSITIVE, "gpu": TEXT, "gpus": AT_LEAST_1, "nodes": AT_LEAST_1,
+        "hours": POSITIVE, "gpu_memory_gb": POSITIVE, "mfu": Range(0, 1, lo_open=True),
+        "precision": OneOf(("fp8", "bf16", "fp16", "tf32", "fp32")), "global_batch_tokens": AT_LEAST_1,
+        "write_dir": TEXT,
+    }
+
     model: ModelConfig = field(default_factory=lambda: ModelConfig(preset="1b"))
     seq_len: int = 2048
     tokens: Optional[float] = None  # training tokens; None = the budget's tokens, else Chinchilla-optimal for the model

@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 from ..config import SourceConfig
 from ..errors import DataError, HfLlmError
 from ..shipped import shipped_path
-from .readers import SourceSpec, find_columns, is_blank, iter_records
+from .readers import SourceSpec, check_encoding, find_columns, is_blank, iter_records
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,34 @@ def no_records_error(spec: SourceSpec) -> DataError:
                      f"add data to it or remove it from data.sources")
 
 
+# What to do when every row of a source was rejected for one reason (the most frequent one is named).
+UNUSABLE_HINTS = {
+    "invalid_utf8": "The file is not UTF-8 (Latin-1 or Windows-1252?): convert it, e.g. iconv -f CP1252 -t UTF-8 "
+                    "IN > OUT (UTF-16 and UTF-32 are read when the file starts with a byte-order mark)",
+    "malformed": "Check that the file is in the format its suffix says (or set the source's format)",
+    "wrong_type": "Set text_field to the field that holds the text",
+    "missing_text": "Set text_field to the field that holds the text",
+    "too_long": "Raise data.max_document_bytes, or split the documents",
+    "truncated": "Download or copy the file again",
+    "corrupt": "Download or copy the file again",
+    "empty": "Every text is empty or blank: check text_field",
+}
+
+
+def no_usable_text_error(spec: SourceSpec, rejected: dict[str, int], problems: list[str]) -> DataError:
+    """The error for a source none of whose rows is usable: how many rows failed for which reason, the first
+    unreadable row of this source (file, line, byte), and what to do about the most frequent reason."""
+    counts = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items(), key=lambda kv: -kv[1]))
+    first = next((p for p in problems if any(p.startswith(f) for f in spec.files)), None)
+    top = max(rejected, key=lambda r: rejected[r]) if rejected else None
+    hint = UNUSABLE_HINTS.get(top, "See rejects/ of a non-strict run for each row's reason")
+    if first and "iconv" in first:
+        hint = "The file is not UTF-8: convert it (see above)"
+    return DataError(f"source {spec.path!r} has no usable text in column {spec.text_field!r}: "
+                     f"{sum(rejected.values())} rows read, all rejected ({counts})"
+                     f"{'; the first: ' + first if first else ''}. {hint}")
+
+
 def infer_format(files: list[str]) -> str:
     formats = {SUFFIX_FORMATS.get(_data_suffix(f)) for f in files}
     if None in formats or len(formats) != 1:
@@ -130,8 +158,9 @@ def load_source(src: SourceConfig, streaming: bool = False):
 # ------------------------------------------------------------------------------------ the pipeline's path
 
 
-def open_source(src: SourceConfig) -> SourceSpec:
-    """Resolve a configured source: files (an error if none match), format, and the columns its records carry."""
+def open_source(src: SourceConfig, max_document_bytes: Optional[int] = None) -> SourceSpec:
+    """Resolve a configured source: files (an error if none match), format, and the columns its records carry.
+    A document longer than `max_document_bytes` (data.max_document_bytes) is read as a too_long reject."""
     if src.format == "hub":
         fmt, files = "hub", [src.path]
     else:
@@ -140,11 +169,14 @@ def open_source(src: SourceConfig) -> SourceSpec:
         if fmt not in BUILDERS:
             raise DataError(f"unknown format {fmt!r} for {src.path}; use auto, txt, jsonl, json, parquet, csv or hub")
         files = drop_empty_files(src.path, files)
+        if fmt != "parquet":
+            for f in files:
+                check_encoding(f)
     if src.txt_sample_by not in ("document", "paragraph", "line"):
         raise DataError(f"txt_sample_by must be document, paragraph or line, got {src.txt_sample_by!r}")
     spec = SourceSpec(path=src.path, label=source_label(src), fmt=fmt, files=files, text_field=src.text_field,
                       txt_sample_by=src.txt_sample_by, hub_name=src.name if fmt == "hub" else None,
-                      hub_split=src.split, hub_revision=src.revision)
+                      hub_split=src.split, hub_revision=src.revision, max_bytes=max_document_bytes)
     find_columns(spec)
     return spec
 

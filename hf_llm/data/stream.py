@@ -41,7 +41,7 @@ def stream_documents(data: DataConfig):
     """All configured sources as one streamed `IterableDataset` of records (interleaved by weight when several)."""
     from datasets import interleave_datasets
 
-    specs = [open_source(src) for src in data.sources]
+    specs = [open_source(src, data.max_document_bytes) for src in data.sources]
     streams = [document_dataset(spec, data.strict, streaming=True) for spec in specs]
     if len(streams) == 1:
         return streams[0]
@@ -121,7 +121,8 @@ def batched_train_stream(data: DataConfig, tokenizer, rank: int, world: int, mic
                          collate: Callable[[list[dict[str, Any]]], Any]) -> Callable[[int, int], Iterator[Any]]:
     """`open(epoch, skip_batches)` → this process's collated micro-batches of that epoch after `skip_batches`.
 
-    The loop's `BatchStream` calls it at every epoch start and on resume; an incomplete last batch is dropped.
+    The loop's `StepBatches` (hf_llm.train.stages) calls it at every epoch start and on resume; an incomplete last
+    batch is dropped.
     Every epoch is the same stream (no shuffling), so `epoch` only says where the loop is.
     """
 

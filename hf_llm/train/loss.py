@@ -140,9 +140,14 @@ def fused_loss_blocker(model: Any, accelerator: Any = None) -> Optional[str]:
         return "the model's forward has no logits_to_keep"
     if hasattr(head.weight, "ds_id") or zero_stage(accelerator) == 3:
         return "ZeRO-3 partitions the head's weight outside the forward"
-    if accelerator is not None and str(getattr(accelerator, "distributed_type", "")).endswith("FSDP"):
+    if is_fsdp(accelerator):
         return "FSDP shards the head's weight outside the forward"
     return None
+
+
+def is_fsdp(accelerator: Any) -> bool:
+    """Whether `accelerator` shards with FSDP (1 or 2)."""
+    return str(getattr(accelerator, "distributed_type", "")).endswith("FSDP")
 
 
 def zero_stage(accelerator: Any) -> Optional[int]:
@@ -217,8 +222,8 @@ class OutputLoss:
 
 
 def output_loss_for(setting: str, accelerator: Any, model: Any) -> Optional[OutputLoss]:
-    """The chunked output loss for this prepared `model` (under DDP/DeepSpeed: the head of the module inside), or
-    None where the model's own loss runs (`train.fused_loss`, see resolve_fused_loss)."""
+    """The chunked output loss for `model` as accelerate wrapped it (under DDP/DeepSpeed: the head of the module
+    inside), or None where the model's own loss runs (`train.fused_loss`, see resolve_fused_loss)."""
     unwrapped = accelerator.unwrap_model(model)
     if not resolve_fused_loss(setting, unwrapped, accelerator):
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -14,10 +14,12 @@ from ..config import RunConfig, TrainConfig
 from ..errors import ConfigError, HfLlmError
 from .checkpoint import (LoopState, check_checkpoint_owner, check_init_from, claim_lineage, load_checkpoint,
                          resolve_resume, start_from_checkpoint)
-from .loss import zero_stage
-from .loop import DataStage, LoopSetup, build_eval_loader, build_train_loader, run_loop, stage_ends
+from .loss import is_fsdp, output_loss_for, zero_stage
+from .loop import LoopSetup, run_loop
 from .metrics import device_peak_flops, frozen_matmul_params, model_flops_per_token
+from .objective import CausalLMObjective, Objective
 from .optim import build_optimizer, build_scheduler, restart_schedule
+from .stages import StepBatches, TrainStage, build_eval_loader, stage_ends
 
 
 def cpu_supports_bf16() -> bool:
@@ -106,9 +108,105 @@ def make_accelerator(train: TrainConfig, precision: str, out: Path):
     if dropped:
         raise ConfigError(f"accelerate does not see the package for train.report_to={dropped} as installed (it reads "
                           f"the package metadata): {TRACKER_INSTALL[dropped[0]]}, or remove it from train.report_to")
+    honour_launch(accelerator, world)
+    check_strategy_options(accelerator, train)
     if accelerator.device.type == "cpu":
         set_cpu_threads(train.cpu_threads)
+    accelerator.print(f"strategy: {strategy_name(accelerator)} over {accelerator.num_processes} process(es) on "
+                      f"{accelerator.device.type}")
     return accelerator
+
+
+def honour_launch(accelerator, world: int) -> None:
+    """Run what the launch config asked for, or stop with the reason: accelerate replaces a strategy it cannot set up
+    on this machine without a word (FSDP and DeepSpeed become DDP under ACCELERATE_USE_CPU; on a machine without
+    GPUs a GPU config without ACCELERATE_USE_CPU wraps nothing, and each process trains its own replica). The one
+    exception is repaired, not refused: FSDP2 on CPUs (see `fsdp_on_cpu`)."""
+    from accelerate.utils import DistributedType
+
+    asked = launch_request()
+    ran = accelerator.distributed_type
+    # A GPU config (ddp, fsdp) on a machine without GPUs and without ACCELERATE_USE_CPU: accelerate finds no device
+    # type to distribute over and sets up NO; with our gloo backend it still joins the processes in a group (so
+    # the data is split) but wraps nothing, and each process would train its own replica.
+    alone = ran == DistributedType.NO and (accelerator.num_processes > 1 or world > 1)
+    if alone or (world > 1 and accelerator.num_processes != world):
+        raise ConfigError(
+            f"the launcher started {world} processes but accelerate set up {ran.value} over "
+            f"{accelerator.num_processes}: each process would train alone. On a machine without GPUs prefix the "
+            f"launch with ACCELERATE_USE_CPU=1 (not with DeepSpeed, which runs over gloo by itself)")
+    if asked == "deepspeed" and ran != DistributedType.DEEPSPEED:
+        raise ConfigError(
+            f"the launch config asks for DeepSpeed but accelerate set up {ran.value} (ACCELERATE_USE_CPU="
+            f"{os.environ.get('ACCELERATE_USE_CPU')!r} turns DeepSpeed into DDP); launch DeepSpeed without "
+            f"ACCELERATE_USE_CPU: on CPUs it runs over gloo by itself")
+    if asked == "fsdp" and ran != DistributedType.FSDP:
+        version = os.environ.get("FSDP_VERSION", "1")
+        if ran == DistributedType.MULTI_CPU and version == "2":
+            fsdp_on_cpu(accelerator)
+        else:
+            raise ConfigError(
+                f"the launch config asks for FSDP (fsdp_version {version}) but accelerate set up {ran.value}; FSDP "
+                f"runs on GPUs, or on CPUs with fsdp_version: 2 and ACCELERATE_USE_CPU=1 "
+                f"(configs/accelerate/fsdp.yaml)")
+
+
+def check_strategy_options(accelerator, train: TrainConfig) -> None:
+    """Options the strategy that runs cannot honour stop the run here, in seconds, before any data work."""
+    if train.fused_loss == "true" and is_fsdp(accelerator):
+        raise ConfigError("train.fused_loss=true cannot apply under FSDP: FSDP shards the head's weight outside the "
+                          "forward; set train.fused_loss=auto (the model's own loss runs) or false")
+
+
+def launch_request() -> Optional[str]:
+    """The sharding the launcher was asked for (accelerate launch exports it to every process), or None."""
+    for name, flag in (("deepspeed", "ACCELERATE_USE_DEEPSPEED"), ("fsdp", "ACCELERATE_USE_FSDP")):
+        if os.environ.get(flag, "false").lower() == "true":
+            return name
+    return None
+
+
+def fsdp_on_cpu(accelerator) -> None:
+    """FSDP2 over gloo on CPUs, through accelerate's own FSDP2 code.
+
+    accelerate (checked on 1.16) turns FSDP on only in `AcceleratorState` for accelerator devices (its MULTI_GPU,
+    MULTI_XPU, ... branch); a CPU launch (ACCELERATE_USE_CPU=1 → MULTI_CPU, gloo) keeps DDP and drops the FSDP
+    settings it was handed. Nothing after that needs a GPU: torch's `fully_shard` runs on a CPU device mesh over gloo,
+    and accelerate's FSDP2 paths (prepare: `fully_shard` per decoder layer, `clip_grad_norm_`, `get_state_dict`
+    gathering the full state dict, `save_state`/`load_state` through torch.distributed.checkpoint) take the device
+    from the mesh. So this sets the state accelerate sets on a GPU launch, from the same FSDP_* variables the
+    launcher exported: the distributed type and the plugin, with the run's mixed precision. Called right after the
+    Accelerator is built, before anything is prepared."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # reads FSDP_* as accelerate's Accelerator does
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    AcceleratorState._shared_state.update(distributed_type=DistributedType.FSDP, fsdp_plugin=plugin)
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    if not accelerator.is_fsdp2:
+        raise HfLlmError("could not switch accelerate to FSDP2 on CPU (its state layout changed?); launch with "
+                         "configs/accelerate/ddp.yaml, or on GPUs")
+
+
+def strategy_name(accelerator) -> str:
+    """The strategy this run actually runs (not the one asked for): what the log line, the summary and the card
+    state. "single process", "DDP", "FSDP2" (+ parameter offload), "ZeRO-n" (+ offload)."""
+    state = accelerator.state
+    if getattr(state, "deepspeed_plugin", None) is not None:
+        zero = state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+        offload = [what for what in ("optimizer", "param")
+                   if zero.get(f"offload_{what}", {}).get("device", "none") not in (None, "none")]
+        name = f"ZeRO-{zero_stage(accelerator) or 0}"
+        return name + (f" (offload: {', '.join(offload)} to {zero['offload_' + offload[0]]['device']})"
+                       if offload else "")
+    if is_fsdp(accelerator):
+        plugin = state.fsdp_plugin
+        offload = getattr(plugin.cpu_offload, "offload_params", False) or type(plugin.cpu_offload).__name__ == \
+            "CPUOffloadPolicy"
+        return f"FSDP{plugin.fsdp_version}" + (" (offload: parameters to cpu)" if offload else "")
+    return "DDP" if accelerator.num_processes > 1 else "single process"
 
 
 def process_group_kwargs(train: TrainConfig, world: int, cuda: bool) -> list:
@@ -308,51 +406,58 @@ def start_trackers(accelerator, cfg: Any, out: Path) -> None:
                                + (f". Check: {hints}" if hints else ""))) from None
 
 
-def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, collate: Callable, seq_len: int,
-        precision: str, out: Path, description: str = "", train_sampler=None,
-        on_checkpoint: Callable[[LoopState, Any], None] | None = None,
-        train_stream: Callable[[int, int], Any] | None = None, tokenizer: Any = None,
-        stages: Optional[list[DataStage]] = None, data_fingerprint: Optional[str] = None) -> tuple[LoopState, Any]:
-    """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model).
+@dataclass
+class TrainData:
+    """What a job hands `fit` to train on."""
 
-    `on_checkpoint` is handed to the loop (called on every process after each checkpoint). `train_stream`
-    (`open(epoch, skip_batches)`, see hf_llm.data.stream) replaces `train_ds`: it is already split by node, so it
-    does not go through accelerate.prepare (which would shard it again); the loop moves its batches to the device.
-    `stages` (data.stages) replace both: each stage's blocks or stream, and where it ends. `data_fingerprint`
-    identifies the (single stage's) training data for `train.init_from`.
+    stages: list[TrainStage]  # curriculum stages in order (train.stages); a run without data.stages has one
+    seq_len: int  # tokens per training row (for token budgets and throughput; SFT: the mean example length)
+    validation: Any = None  # a Dataset of validation rows (collated like the training rows), or None
+    collate: Optional[Callable] = None  # rows → batch, for the validation rows
+    objective: Optional[Objective] = None  # None: causal LM (with train.fused_loss's output loss where it applies)
+    tokenizer: Any = None  # tokenises eval.tasks and serves eval.harness_tasks
+
+
+def fit(cfg: RunConfig, accelerator, model, data: TrainData, precision: str, out: Path, description: str = "",
+        on_checkpoint: Callable[[LoopState, Any], None] | None = None) -> tuple[LoopState, Any]:
+    """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, the model as
+    accelerate wrapped it).
+
+    `on_checkpoint` is handed to the loop (called on every process after each checkpoint). Each stage's DataLoader
+    goes through accelerate.prepare (sharded over processes); a streamed stage's data is split by node already.
 
     `train.init_from` (a fresh run only: a checkpoint of this run's own wins) starts from another run's weights,
     optimizer state and RNG with this run's schedule from step 0 (see checkpoint.start_from_checkpoint).
     """
-    train = cfg.train
+    train, stages = cfg.train, data.stages
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     check_deepspeed(accelerator, train, precision)
-    flops_per_token = model_flops_per_token(model_config, seq_len, frozen_matmul_params(model))  # before ZeRO-3 shards
+    # Before ZeRO-3 shards the weights. A PEFT model answers with its base model's config.
+    flops_per_token = model_flops_per_token(model.config, data.seq_len, frozen_matmul_params(model))
     optimizer = build_optimizer(model, train, cpu_offload=offloads_optimizer(accelerator))
-    tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
+    tokens_per_step = train.micro_batch_size * data.seq_len * train.grad_accum_steps * accelerator.num_processes
     steps = total_steps(train, tokens_per_step)
-    if stages is None:
-        stages = [DataStage(train_ds if train_stream is None else train_stream, "", fingerprint=data_fingerprint)]
     ends = stage_ends(stages, tokens_per_step, steps)
-    streamed = callable(stages[0].train)  # a stream's open(epoch, skip_batches); a Dataset is not callable
-    loaders = [stage.train if streamed else
-               build_train_loader(stage.train, train.micro_batch_size, collate, train.seed, train_sampler)
-               for stage in stages]
-    eval_loader = build_eval_loader(val_ds, train.micro_batch_size, collate) if val_ds is not None else None
+    loaders = [stage.loader(train) for stage in stages]
+    eval_loader = build_eval_loader(data.validation, train.micro_batch_size, data.collate) \
+        if data.validation is not None else None
     if resolve_compile(train.compile, steps, precision, accelerator.device.type, zero_stage(accelerator)):
         blocks = compile_regions(model)
         accelerator.print(f"torch.compile: {blocks} decoder layers in place" if blocks else "torch.compile: the model")
-    if not streamed:
-        model, optimizer, loaders[0] = accelerator.prepare(model, optimizer, loaders[0])
-        loaders[1:] = [accelerator.prepare(loader) for loader in loaders[1:]]
-    else:
-        model, optimizer = accelerator.prepare(model, optimizer)
-    # Built on the prepared optimizer: ZeRO regroups parameters, and the schedule must drive the groups that step.
+    # One call with the model: DeepSpeed reads the micro-batch size from a loader it is given alongside.
+    model, optimizer, *sharded = accelerator.prepare(model, optimizer, *(x for x in loaders if x is not None))
+    sharded.reverse()
+    loaders = [sharded.pop() if x is not None else None for x in loaders]
+    # Built on the optimizer accelerate returned: ZeRO regroups parameters, and the schedule must drive the groups
+    # that step.
     scheduler = build_scheduler(optimizer, steps, train)
     accelerator.register_for_checkpointing(scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
+    objective = data.objective
+    if objective is None:
+        objective = CausalLMObjective(output_loss_for(train.fused_loss, accelerator, model))
     state = LoopState()
     ckpt_root = out / "checkpoints"
     resume = resolve_resume(train.resume_from, ckpt_root)
@@ -369,22 +474,22 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
                           + ("continues where it was (the same data)" if kept else "starts at its beginning"))
     state.data_fingerprints = [stage.fingerprint for stage in stages]
     claim_lineage(accelerator, ckpt_root, resume, train.overwrite_output_dir)
+    batches = StepBatches(accelerator, [stage.epochs(accelerator, loader) for stage, loader in zip(stages, loaders)],
+                          [0, *ends[:-1]], state)
     setup = LoopSetup(
-        accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-        train_loader=loaders[0], eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
+        accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, batches=batches,
+        objective=objective, eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
         flops_per_token=flops_per_token,
         peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
-        checkpoint_dir=ckpt_root, tokenizer=tokenizer,
-        later_stages=[(start, loader, stage.name) for start, loader, stage in zip(ends, loaders[1:], stages[1:])],
+        checkpoint_dir=ckpt_root, tokenizer=data.tokenizer,
+        stage_names=[stage.name for stage in stages] if len(stages) > 1 else [],
     )
     if len(stages) > 1:
         accelerator.print("data stages: " + ", ".join(f"{s.name} to step {end}" for s, end in zip(stages, ends)))
-    rows = "streamed" if streamed else "+".join(f"{len(stage.train):,}" for stage in stages)
+    counts = [stage.rows() for stage in stages]
+    rows = "streamed" if None in counts else "+".join(f"{n:,}" for n in counts)
     accelerator.print(
-        f"{description} | {rows} training rows of {seq_len} tokens | {steps} steps of "
+        f"{description} | {rows} training rows of {data.seq_len} tokens | {steps} steps of "
         f"{tokens_per_step:,} tokens | {accelerator.num_processes} process(es), {precision}"
     )
     return run_loop(setup, state, train, cfg.eval, on_checkpoint=on_checkpoint), model
-
-
-

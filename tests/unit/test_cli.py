@@ -69,7 +69,7 @@ def test_console_script_command_help_lists_every_key_with_its_default_and_why(tm
     keys = _leaves(RunConfig)
     assert len(keys) > 100 and not set(keys) - shown, sorted(set(keys) - shown)
     lines = {line.split(" = ")[0].strip(): line for line in proc.stdout.splitlines() if " = " in line}
-    assert lines["train.lr"].split("#")[1].strip() == "peak learning rate; small models take large rates"
+    assert lines["train.lr"].split("#")[1].strip() == "[> 0] peak learning rate; small models take large rates"
     assert "tensorboard, wandb, mlflow" in lines["train.report_to"]
     assert "data.sources[].text_field = text" in proc.stdout  # the keys of one item of a list of sections
     assert proc.stdout.startswith("usage: hf-llm pretrain [RECIPE.yaml] [key=value ...]")

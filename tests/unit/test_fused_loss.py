@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hf_llm.config import TrainConfig, load_config
 from hf_llm.errors import ConfigError
 from hf_llm.train.collate import IGNORE_INDEX, PackedCollator
-from hf_llm.train.loop import forward_loss
+from hf_llm.train.objective import CausalLMObjective
 from hf_llm.train.loss import (OutputLoss, fused_loss_blocker, linear_cross_entropy, output_loss_for,
                                resolve_fused_loss)
 
@@ -42,7 +42,7 @@ def _packed_batch() -> dict[str, torch.Tensor]:
 
 def _loss_and_grads(model, batch, fused: bool, normaliser: float = 37.0):
     model.zero_grad(set_to_none=True)
-    loss = forward_loss(model, batch, normaliser, OutputLoss(_head(model)) if fused else None)
+    loss, _ = CausalLMObjective(OutputLoss(_head(model)) if fused else None).loss(model, batch, normaliser)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -148,7 +148,8 @@ def test_fused_loss_setting_is_checked():
         TrainConfig(fused_loss="sometimes")
 
 
-def test_a_few_loop_steps_give_the_same_weights_with_and_without_the_fused_loss(tmp_path, small_corpus, one_thread):
+def test_a_few_loop_steps_give_the_same_weights_with_and_without_the_fused_loss(tmp_path, shared_corpus,
+                                                                                 prepared_corpus, one_thread):
     from safetensors.torch import load_file
 
     from hf_llm.pretrain import run_pretraining
@@ -156,7 +157,8 @@ def test_a_few_loop_steps_give_the_same_weights_with_and_without_the_fused_loss(
     weights = {}
     for setting in ("true", "false"):
         out = tmp_path / setting
-        cfg = load_config(None, tiny_overrides(out, small_corpus, f"train.fused_loss={setting}", "train.max_steps=4",
+        cfg = load_config(None, tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}",
+                                               f"train.fused_loss={setting}", "train.max_steps=4",
                                                "train.save_every=null", "eval.every=100"))
         summary = run_pretraining(cfg)
         weights[setting] = load_file(str(next((out / "model").glob("*.safetensors"))))
@@ -202,7 +204,7 @@ def test_a_kernel_is_used_only_after_it_agrees_on_the_first_micro_batch(monkeypa
     chosen = OutputLoss(_head(model))
     plain = _loss_and_grads(model, batch, fused=False)
     model.zero_grad(set_to_none=True)
-    got = forward_loss(model, batch, 37.0, chosen)
+    got, _ = CausalLMObjective(chosen).loss(model, batch, 37.0)
     assert (chosen.kernel is kernel) == used
     assert len(calls) == (2 if used else 1)  # the check, then (if it agreed) the real call
     assert abs(got.item() - plain[0].item()) <= 1e-5

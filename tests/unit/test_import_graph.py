@@ -22,7 +22,9 @@ LAYERS: list[tuple[str, ...]] = [
      "hf_llm.train.optim", "hf_llm.train.checkpoint", "hf_llm.train.loss",
      "hf_llm.train.samplers"),  # data steps and training parts
     ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub", "hf_llm.gguf"),  # scoring and publishing, which the loop calls
-    ("hf_llm.train", "hf_llm.train.loop", "hf_llm.train.run"),  # the one loop and its launcher
+    # the one loop, what it trains on and with which objective, its downstream pass, and its launcher
+    ("hf_llm.train", "hf_llm.train.loop", "hf_llm.train.objective", "hf_llm.train.stages", "hf_llm.train.downstream",
+     "hf_llm.train.run"),
     ("hf_llm.pretrain", "hf_llm.finetune", "hf_llm.sft", "hf_llm.planner"),  # the jobs
     ("hf_llm.cli",),  # the command line
 ]
@@ -121,3 +123,15 @@ def test_the_cycle_check_fails_on_a_cycle(cycle, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "graph", lambda: fake)
     with pytest.raises(AssertionError, match="import cycle"):
         test_no_import_cycles()
+
+
+def test_benchmarks_and_the_package_never_import_the_test_package():
+    """Benchmarks and hf_llm run from a checkout without tests/ (an sdist, a wheel): what both need, such as the
+    corpus generators, lives in benchmarks/ and tests import it from there."""
+    offenders = []
+    for path in sorted([*(ROOT.parent / "benchmarks").glob("*.py"), *ROOT.rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(ROOT.parent)}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert not offenders, offenders

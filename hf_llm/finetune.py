@@ -109,6 +109,9 @@ def check_finetune_config(cfg: FinetuneRunConfig) -> tuple[str, Any]:
         raise ConfigError("model.overrides are not applied when fine-tuning: the base model's config is used as is")
     if cfg.data.prepared:
         raise ConfigError("data.prepared holds packed pretraining blocks; fine-tuning reads data.sources")
+    if cfg.export.gguf and cfg.adapter.method != "full" and not cfg.adapter.merge:
+        raise ConfigError("export.gguf needs plain weights: set adapter.merge=true (the GGUF is written from merged/) "
+                          "or adapter.method=full")
     precision = resolve_precision(cfg.train.precision)
     if cfg.adapter.method == "qlora":
         check_qlora_available()
@@ -199,6 +202,10 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
 
     precision, model_config = check_finetune_config(cfg)
     tokenizer, notes = load_sft_tokenizer(cfg, model_config)
+    if cfg.export.gguf:  # an architecture or tokenizer GGUF cannot declare fails now, not after training
+        from .gguf import check_exportable
+
+        check_exportable(model_config, tokenizer)
     started = time.perf_counter()
     accelerator, out, cfg = start_run(cfg, precision)  # cfg: the run's, with grad_accum_steps resolved
     # The main process writes the datasets cache first, the others then read it (main_process_first, with a
@@ -244,6 +251,10 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
                 merge_adapter(cfg, out / "adapter", tokenizer, out / "merged", merged_card)
             accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if cfg.export.gguf:  # from the plain weights: model/ (full) or merged/ (checked before training)
+            from .gguf import write_job_gguf
+
+            summary["gguf"] = write_job_gguf(Path(summary.get("merged_dir") or summary["model_dir"]), cfg.export.gguf)
         if cfg.hub.push:  # the adapter (or the full model); a failure is reported with its retry command, not raised
             from .hub import finish_pushes
 
@@ -365,6 +376,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"chat template     {s['chat_template_source']}",
     ]
     outputs = [f"{label:<18}{s[key]}" for key, label in (("adapter_dir", "adapter (PEFT)"),
-                                                          ("merged_dir", "merged model"), ("model_dir", "model"))
+                                                          ("merged_dir", "merged model"), ("model_dir", "model"),
+                                                          ("gguf", "gguf (llama.cpp)"))
                if key in s]
     return frame("fine-tuning", s, facts, [*outputs, f"config, summary   {s['output_dir']}/config.yaml, summary.json"])

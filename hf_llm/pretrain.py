@@ -26,6 +26,10 @@ def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
     check_tasks(cfg.eval.tasks, cfg.eval.harness_tasks)  # a malformed task file fails before data preparation
     precision = resolve_precision(cfg.train.precision)
     model_config = build_model_config(cfg.model)
+    if cfg.export.gguf:
+        from .gguf import check_architecture
+
+        check_architecture(model_config)  # the tokenizer is checked once it exists, still before training
     limit = max_positions(model_config)
     if limit is not None and cfg.data.seq_len > limit:
         raise ConfigError(
@@ -130,6 +134,10 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     from .data.tokenizer import special_token_ids
 
     model_config = build_model_config(cfg.model, len(tokenizer), special_token_ids(tokenizer))
+    if cfg.export.gguf:  # an architecture or tokenizer GGUF cannot declare fails now, not after training
+        from .gguf import check_exportable
+
+        check_exportable(model_config, tokenizer)
     seq_len = cfg.data.seq_len if prep.train is None else len(prep.train[0]["input_ids"])
     if seq_len != cfg.data.seq_len and (cfg.data.prepared or stages):
         accelerator.print(f"note: the prepared data has blocks of {seq_len} tokens; data.seq_len is ignored")
@@ -170,6 +178,9 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     card, files = card_for(state)
     export_dir = export_model(accelerator, model, tokenizer, out / "model", card, extra_files=files)
     if accelerator.is_main_process:
+        from .gguf import write_job_gguf
+
+        summary["gguf"] = write_job_gguf(export_dir, cfg.export.gguf)  # before the push, which then carries it
         summary["samples"] = sample_export(export_dir, cfg.eval.sample_prompts, cfg.eval.sample_max_new_tokens,
                                               cfg.eval.sample_temperature, cfg.train.seed)
         if cfg.hub.push:  # after the samples, which prove the export loads; a failure is reported, not raised
@@ -261,6 +272,7 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     outputs = [
         f"model (Hub-ready) {s['output_dir']}/model",
+        *([f"gguf (llama.cpp) {s['gguf']}"] if s.get("gguf") else []),
         f"checkpoints       {s['output_dir']}/checkpoints",
         f"tensorboard       tensorboard --logdir {s['output_dir']}/logs",
         f"config, summary   {s['output_dir']}/config.yaml, summary.json",

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
+from ..shipped import shipped_path
 from .data_steps import CleanConfig, DecontamConfig, DedupConfig
 from .domains import (AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, TEXT, Checked, OneOf, Range,
                       check_values)
@@ -458,6 +459,21 @@ class HubConfig:
                 raise ConfigError(f"hub.repo_id={self.repo_id!r} is not a valid repository id: {e}") from None
 
 
+GGUF_OUTTYPES = ("f32", "f16", "q8_0")
+
+
+@dataclass
+class ExportConfig:
+    """What the final export writes beside the safetensors folder."""
+
+    DOMAINS: ClassVar[dict] = {"gguf": OneOf(GGUF_OUTTYPES)}  # what each field may hold (hf_llm/config/domains.py)
+
+    # f32 | f16 | q8_0: also write model-TYPE.gguf into the export, for llama.cpp, Ollama, LM Studio (hf_llm/gguf.py;
+    # Llama models with byte-level BPE tokenizers, checked before training); null = none
+    gguf: Optional[str] = None
+
+
+
 @dataclass
 class EvaluateConfig:
     """`scripts/evaluate.py`: perplexity and bits per byte on held-out text, plus generation samples."""
@@ -509,6 +525,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         every, save = self.hub.push_every, self.train.save_every
@@ -635,7 +652,7 @@ def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[st
     """Load `schema` from an optional YAML recipe plus `key=value` overrides; strict about keys and types."""
     layers = []
     if recipe is not None:
-        path = Path(recipe)
+        path = Path(shipped_path(recipe))  # from the working directory, else a shipped recipe of that name
         if not path.is_file():
             raise ConfigError(f"recipe {str(recipe)!r} does not exist; pass a YAML file (see configs/recipes/)")
         try:

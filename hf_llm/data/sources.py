@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 
 from ..config import SourceConfig
 from ..errors import DataError, HfLlmError
+from ..shipped import shipped_path
 from .readers import SourceSpec, check_encoding, find_columns, is_blank, iter_records
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,10 @@ def _data_suffix(path: str) -> str:
 
 
 def resolve_files(path: str) -> list[str]:
-    """A file, a folder (every data file below it) or a glob → sorted file list; an error if nothing matches."""
+    """A file, a folder (every data file below it) or a glob → sorted file list; an error if nothing matches.
+    A relative name that exists neither from the working directory nor as a glob match there is looked up among the
+    files the toolkit ships (hf_llm.shipped: the bundled corpus of the default recipe)."""
+    given, path = path, shipped_path(path)
     if os.path.isdir(path):
         files = [str(p) for p in sorted(Path(path).rglob("*"))
                  if p.is_file() and _data_suffix(str(p)) in SUFFIX_FORMATS]
@@ -51,7 +55,7 @@ def resolve_files(path: str) -> list[str]:
         files = [path] if os.path.isfile(path) else []
     if not files:
         raise DataError(
-            f"data source {path!r} matches no file; give an existing file, folder or glob "
+            f"data source {given!r} matches no file; give an existing file, folder or glob "
             f"(working directory: {os.getcwd()}), or set format: hub for a Hub dataset id"
         )
     return files

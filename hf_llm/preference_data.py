@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from .config import DataConfig, SourceConfig
+from .config.domains import TEXT, OneOf, Range
 from .data.sources import source_label
 from .errors import ConfigError, DataError
 from .sft import MalformedExample, normalize_messages, parse_tools, read_records, records_dataset, split_and_mix
@@ -30,6 +31,13 @@ KEPT = ("ok", "truncated")
 
 @dataclass
 class PreferenceConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "loss_type": OneOf(("sigmoid", "ipo", "simpo")), "beta": Range(0, lo_open=True), "simpo_gamma": Range(0),
+        "reference": OneOf(REFERENCES), "format": OneOf(PREFERENCE_FORMATS), "prompt_field": TEXT,
+        "chosen_field": TEXT, "rejected_field": TEXT, "tools_field": TEXT, "max_length": Range(2),
+        "truncation": OneOf(TRUNCATIONS), "max_prompt_length": Range(1),
+    }
+
     loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo | simpo (reference-free, length-normalised)
     beta: float = 0.1  # DPO/IPO: strength of the pull toward the reference (smaller = further); SimPO: reward scale (~2)
     simpo_gamma: float = 0.5  # SimPO only: the target reward margin

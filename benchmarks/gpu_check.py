@@ -265,7 +265,7 @@ def dpo() -> dict:
     import math
 
     attention = "flash_attention_2" if pip_install("flash_attn", "flash-attn") is None else "sdpa"
-    base = launch("dpo-base", None, TINY_RUN)
+    base = tiny_base()
     if not base.get("ok"):
         return {"ok": False, "error": "pretraining the base failed", "base": base}
     out = Path(tempfile.mkdtemp(prefix="gpu_check-dpo-"))

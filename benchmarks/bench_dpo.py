@@ -6,8 +6,10 @@ layers), beta, micro-batch of pairs, steps, LR, warmup and cosine schedule, and 
 own process (its own peak memory). ONE function then scores both exported adapters on the held-out pairs: the
 implicit reward β·(log π − log π_ref) of chosen and rejected from plain forwards of the merged policy and the base.
 
-Reported per side: training seconds, tokens/s (the same token count for both: every pair's prompt + chosen and
-prompt + rejected tokens, times the pairs trained), peak memory (CUDA: max allocated; CPU: peak RSS of the
+Reported per side: training seconds and tokens/s over them (hf_llm: the loop's time; TRL: its whole `train()` call,
+setup included), steady tokens/s (the median optimizer step after the first two, timed on both sides: the
+comparison to read), with the same token count for both (every pair's prompt + chosen and prompt + rejected
+tokens, times the pairs trained), peak memory (CUDA: max allocated; CPU: peak RSS of the
 process), held-out reward accuracy; and the ratios. Not a test: timings on a shared machine are noisy.
 
     python benchmarks/bench_dpo.py --quick                   # a smoke run on a random tiny model (CPU, minutes)
@@ -83,13 +85,15 @@ def run_hf_llm(a, base: Path, train_file: Path, out: Path) -> dict:
            f"train.warmup_steps={a.warmup}", "train.schedule=cosine", "train.min_lr_ratio=0.0",
            f"train.precision={a.precision}", "train.save_every=null", f"eval.every={a.steps}",
            "train.report_to=[none]", f"preference.beta={a.beta}", f"adapter.r={a.r}", f"adapter.alpha={2 * a.r}",
-           "adapter.dropout=0.0", "train.max_grad_norm=1.0", "train.weight_decay=0.0"]
+           "adapter.dropout=0.0", "train.max_grad_norm=1.0", "train.weight_decay=0.0", "train.log_every=1"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     s = json.loads((out / "summary.json").read_text())
-    return {"train_seconds": s["train_seconds"], "peak_memory_bytes": s.get("peak_memory_bytes"),
-            "adapter": str(out / "adapter")}
+    tokens_per_step = a.batch * s["data"]["train"]["mean_length"]  # what the loop's tokens/s counts per step
+    step_seconds = [tokens_per_step / p["tokens_per_second"] for p in s["history"] if "tokens_per_second" in p]
+    return {"train_seconds": s["train_seconds"], "step_seconds": step_seconds,
+            "peak_memory_bytes": s.get("peak_memory_bytes"), "adapter": str(out / "adapter")}
 
 
 def run_trl(a, base: Path, train_file: Path, out: Path) -> None:
@@ -110,11 +114,25 @@ def run_trl(a, base: Path, train_file: Path, out: Path) -> None:
                      logging_steps=max(1, a.steps // 10), max_length=512, weight_decay=0.0, max_grad_norm=1.0,
                      adam_beta2=0.95, seed=1234)
     lora = LoraConfig(r=a.r, lora_alpha=2 * a.r, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    import time
+
+    from transformers import TrainerCallback
+
+    step_seconds: list[float] = []
+
+    class StepTimer(TrainerCallback):  # the optimizer steps alone, as hf_llm's loop times them
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step_seconds.append(time.perf_counter() - self.start)
+
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=lora)
+                         peft_config=lora, callbacks=[StepTimer()])
     result = trainer.train()
     trainer.model.save_pretrained(str(out / "adapter"))
     (out / "result.json").write_text(json.dumps({"train_seconds": result.metrics["train_runtime"],
+                                                 "step_seconds": step_seconds,
                                                  "peak_memory_bytes": peak_memory(), "adapter": str(out / "adapter")}))
 
 
@@ -190,11 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     theirs = json.loads((trl_out / "result.json").read_text())
     tokens = a.steps * a.batch * pair_tokens(base, train_rows)
     result = {"settings": vars(a) | {"base": str(base), "trl_side": None}, "trained_tokens": tokens}
+    import statistics
+
     for name, side in (("hf_llm", ours), ("trl", theirs)):
+        steady = statistics.median(side["step_seconds"][2:] or side["step_seconds"])  # after the first steps
         result[name] = {"train_seconds": side["train_seconds"], "tokens_per_second": tokens / side["train_seconds"],
+                        "steady_tokens_per_second": tokens / a.steps / steady,
                         "peak_memory_bytes": side["peak_memory_bytes"],
                         "held_out_reward_accuracy": held_out_accuracy(base, side["adapter"], held_out, a.beta)}
     result["tokens_per_second_ratio"] = result["hf_llm"]["tokens_per_second"] / result["trl"]["tokens_per_second"]
+    result["steady_tokens_per_second_ratio"] = (result["hf_llm"]["steady_tokens_per_second"]
+                                                / result["trl"]["steady_tokens_per_second"])
     result["peak_memory_ratio"] = result["hf_llm"]["peak_memory_bytes"] / result["trl"]["peak_memory_bytes"]
     out = REPO / "benchmarks" / "results" / ("bench_dpo_quick.json" if a.quick else "bench_dpo.json")
     out.write_text(json.dumps(result, indent=2))

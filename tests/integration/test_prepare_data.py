@@ -30,7 +30,7 @@ def test_prepare_then_pretrain_on_the_prepared_folder(tmp_path, small_corpus):
     proc = _run(["scripts/prepare_data.py", f"output_dir={prepared}", f"data.sources=[{{path: '{small_corpus}'}}]",
                  "data.seq_len=64", "data.packing=best_fit", "tokenizer.vocab_size=512"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert f"prepared {prepared}" in proc.stdout and "step 5/6 pack" in proc.stderr
+    assert f"prepared {prepared}" in proc.stdout and "pass 5/6 pack" in proc.stderr
     for name in ("train", "validation", "rejects", "tokenizer", "data_card.json", "DATA_CARD.md", "data_config.yaml"):
         assert (prepared / name).exists(), name
     card = json.loads((prepared / "data_card.json").read_text())

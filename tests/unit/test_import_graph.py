@@ -16,12 +16,12 @@ ROOT = Path(__file__).resolve().parents[2] / "hf_llm"
 
 # Lowest first. A prefix names a package and everything in it; the longest matching prefix wins.
 LAYERS: list[tuple[str, ...]] = [
-    ("hf_llm.errors", "hf_llm.io", "hf_llm.estimate", "hf_llm.auth"),  # leaves: import nothing of ours
+    ("hf_llm.errors", "hf_llm.io", "hf_llm.estimate", "hf_llm.auth", "hf_llm.shipped"),  # leaves: import nothing of ours
     ("hf_llm.config",),  # typed configs and their presets
     ("hf_llm.data", "hf_llm.model", "hf_llm.cards", "hf_llm.plots", "hf_llm.train.collate", "hf_llm.train.metrics",
      "hf_llm.train.optim", "hf_llm.train.checkpoint", "hf_llm.train.loss",
      "hf_llm.train.samplers"),  # data steps and training parts
-    ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub"),  # scoring and publishing, which the loop calls
+    ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub", "hf_llm.gguf"),  # scoring and publishing, which the loop calls
     # the one loop, what it trains on and with which objective, its downstream pass, and its launcher
     ("hf_llm.train", "hf_llm.train.loop", "hf_llm.train.objective", "hf_llm.train.stages", "hf_llm.train.downstream",
      "hf_llm.train.run"),

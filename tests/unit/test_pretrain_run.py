@@ -74,7 +74,7 @@ def test_missing_corpus_path(tmp_path):
 def test_empty_corpus(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": ""}\n{"text": "   "}\n')
-    with pytest.raises(DataError, match="no non-empty text"):
+    with pytest.raises(DataError, match="has no usable text"):
         _run(tmp_path / "o", empty)
 
 

@@ -336,7 +336,7 @@ def _stages(*stages: str) -> str:
      r"data.stages\[0\] needs exactly one boundary"),
     ([_stages("{sources: [{path: a}], until_step: 3}", "{sources: [{path: b}], until_step: 6}")],
      r"data.stages\[1\] is the last stage: it runs to the end of the run"),
-    ([_stages("{sources: [{path: a}], until_step: 0}", "{prepared: b}")], r"until_step must be at least 1"),
+    ([_stages("{sources: [{path: a}], until_step: 0}", "{prepared: b}")], r"data.stages\[0\].until_step must be >= 1, got 0"),
     ([_stages("{prepared: a, until_step: 3}", "{prepared: b}"), "data.prepared=c"],
      r"data.prepared and data.stages are both set"),
     ([_stages("{prepared: a, until_step: 3}", "{sources: [{path: b}]}"), "data.stream_train=true"],
@@ -385,9 +385,9 @@ def test_stage_source_checks_fail_before_reading(tmp_path, corpora):
     with pytest.raises(DataError, match="matches no file"):
         check_stage_sources(data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",
                                  f"{{sources: [{{path: '{tmp_path / 'missing.jsonl'}'}}]}}"))
-    with pytest.raises(DataError, match="weights must be non-negative"):
-        check_stage_sources(data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",
-                                 f"{{sources: [{{path: '{corpora['jargon']}', weight: -1}}]}}"))
+    with pytest.raises(ConfigError, match=r"data.stages\[1\].sources\[0\].weight must be >= 0, got -1.0"):
+        data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",  # now refused when parsed
+             f"{{sources: [{{path: '{corpora['jargon']}', weight: -1}}]}}")
     with pytest.raises(ConfigError, match=r"data.stages\[1\].prepared=.* is not a folder"):
         check_stage_sources(data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",
                                  f"{{prepared: '{tmp_path / 'nothing'}'}}"))

@@ -20,6 +20,25 @@ _DEFAULT_BOILERPLATE = (  # matched case-insensitively at the start of each stri
     r"\*{3} ?(?:start|end) of (?:the|this) project gutenberg\b",
 )
 _STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+# Stop words of other languages: each its ten most frequent function words (wordfreq's lists, checked by hand).
+# Japanese, Chinese and Korean ones are particles and characters that attach to words, so they are counted as
+# substrings there (hf_llm/data/clean.py). A language not listed has no stop-word rule (it is switched off, not
+# guessed): English and documents of unknown language use `stop_words`.
+_STOP_WORDS_BY_LANGUAGE = {
+    "de": ("der", "die", "und", "das", "ist", "nicht", "mit", "von", "zu", "den"),
+    "fr": ("le", "la", "les", "et", "est", "des", "une", "que", "dans", "pour"),
+    "es": ("el", "la", "los", "que", "y", "en", "del", "las", "por", "una"),
+    "it": ("il", "di", "che", "la", "e", "per", "un", "non", "della", "sono"),
+    "pt": ("o", "a", "que", "de", "os", "em", "um", "para", "uma", "não"),
+    "nl": ("de", "het", "een", "en", "van", "is", "dat", "op", "niet", "voor"),
+    "pl": ("i", "w", "nie", "na", "się", "z", "do", "to", "że", "jest"),
+    "ru": ("и", "в", "не", "на", "что", "с", "по", "это", "как", "он"),
+    "uk": ("і", "в", "не", "на", "що", "з", "та", "це", "як", "до"),
+    "ar": ("في", "من", "على", "أن", "إلى", "عن", "التي", "الذي", "هذا", "مع"),
+    "ja": ("の", "に", "は", "を", "が", "で", "て", "と", "た", "も"),
+    "zh": ("的", "了", "是", "在", "不", "和", "有", "这", "我", "也"),
+    "ko": ("은", "는", "이", "가", "을", "를", "의", "에", "로", "고"),
+}
 _BULLETS = ("•", "●", "○", "◦", "▪", "‣", "-", "*")
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
@@ -64,6 +83,9 @@ class GopherQualityConfig:
     min_alpha_words: Optional[float] = 0.8  # fraction of words with a letter: else numbers and symbols
     min_stop_words: Optional[int] = 2  # real English prose always uses some function words
     stop_words: list[str] = field(default_factory=lambda: list(_STOP_WORDS))  # Gopher's eight, case-insensitive
+    # the rule's words for other languages (see _STOP_WORDS_BY_LANGUAGE); a language not listed skips the rule
+    stop_words_by_language: dict[str, list[str]] = field(
+        default_factory=lambda: {k: list(v) for k, v in _STOP_WORDS_BY_LANGUAGE.items()})
     bullets: list[str] = field(default_factory=lambda: list(_BULLETS))  # line prefixes counted as bullets
 
 
@@ -148,6 +170,13 @@ _CLEAN_PRESETS: dict[str, dict] = {
 }
 
 
+# Rules whose thresholds differ by language (dotted fields under data.clean, as in the presets). In languages written
+# without spaces (ja, zh, th, ...) a "word" is a character (clean.py), so mean word length means nothing there.
+# Measured on benchmarks/multilingual.py's pages (README, "Every language"): the defaults elsewhere keep >= 97%.
+_UNSPACED_RULES = {"gopher_quality.min_mean_word_length": None, "gopher_quality.max_mean_word_length": None}
+_BY_LANGUAGE: dict[str, dict[str, Any]] = {lang: dict(_UNSPACED_RULES) for lang in ("ja", "zh", "th", "lo", "km", "my")}
+
+
 @dataclass
 class CleanConfig:
     """Cleaning stage: normalise, scrub PII, then filters in the order of the fields below."""
@@ -161,9 +190,21 @@ class CleanConfig:
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)  # idem
     c4: C4Config = field(default_factory=C4Config)  # idem
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)  # idem
+    # Per identified language: {field: value} over the settings above (e.g. {"ja": {"gopher_quality.min_words":
+    # 100}}), for rules whose thresholds differ by language; the defaults switch mean word length off where words
+    # are not separated (_BY_LANGUAGE).
+    by_language: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in _BY_LANGUAGE.items()})
 
     def __post_init__(self) -> None:
         apply_preset(self, self.preset, self.PRESETS, "data.clean.preset")
+        for lang, rules in self.by_language.items():
+            for dotted in rules:
+                obj = self
+                for part in dotted.split("."):
+                    if not hasattr(obj, part):
+                        raise ConfigError(f"data.clean.by_language.{lang}: unknown setting {dotted!r}; name a field "
+                                          "under data.clean, e.g. 'gopher_quality.min_words'")
+                    obj = getattr(obj, part)
 
 
 CleanConfig.PRESETS = complete_presets(CleanConfig, _CLEAN_PRESETS)

@@ -28,6 +28,7 @@ class Emitted:
     train_stats: dict = field(default_factory=dict)
     validation_stats: dict = field(default_factory=dict)
     tokens_by_code: list = field(default_factory=list)  # per source: tokens of the cleaned text, per reason code
+    tokens_by_language: dict = field(default_factory=dict)  # language → tokens of its kept documents
     drawn_tokens: list = field(default_factory=list)  # per source, over all passes: tokens sent to training
     drawn_documents: list = field(default_factory=list)
     drawn_characters: list = field(default_factory=list)
@@ -108,7 +109,8 @@ def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, is_rep: n
     from datasets import IterableDataset
 
     extras = [spec.renamed.get(k, k) for k in spec.extras]
-    columns = ["source", "origin", "reason", "detail", "contaminated_by", "n_tokens", "input_ids", *extras]
+    columns = ["source", "origin", "reason", "detail", "contaminated_by", "n_tokens", "input_ids", "language",
+               "language_score", *extras]
     texts = ["original_text"] + (["text"] if sinks.documents is not None else [])
     streaming = isinstance(ds, IterableDataset)
     if streaming:  # a stream has no random access: the texts come with every batch
@@ -121,6 +123,8 @@ def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, is_rep: n
         n_tokens = np.asarray(b["n_tokens"], dtype=np.int64)
         np.add.at(e.tokens_by_code[i], codes, n_tokens)
         e.kept_lengths.append(n_tokens[codes == KEPT_CODE])
+        for k in np.flatnonzero(codes == KEPT_CODE):
+            e.tokens_by_language[b["language"][k]] = e.tokens_by_language.get(b["language"][k], 0) + int(n_tokens[k])
         for k in np.flatnonzero(is_rep[offset + idx]):  # before the rejects: a copy may follow in this batch
             e.representative_origins[offset + int(idx[k])] = b["origin"][k]
         bad = np.flatnonzero(codes != KEPT_CODE)
@@ -128,7 +132,7 @@ def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, is_rep: n
             sinks.rejects.write(_reject_rows(b, bad, codes, rep[idx], keys, e, extras))
         if sinks.documents is not None:
             good = np.flatnonzero(codes == KEPT_CODE)
-            rows = {c: _take(b, c, good) for c in ["text", "source", "origin", *extras]}
+            rows = {c: _take(b, c, good) for c in ["text", "source", "origin", "language", "language_score", *extras]}
             rows["split"] = ["validation" if v else "train" for v in val[idx[good]]]
             sinks.documents.write(rows)
         for split, mask in (("validation", val[idx]), ("train", first[idx])):
@@ -210,7 +214,7 @@ def _reject_rows(b: dict, bad: np.ndarray, codes: np.ndarray, rep: np.ndarray, k
         examples = e.reject_examples.setdefault(reason, [])
         if len(examples) < REJECT_EXAMPLES:  # for the data card: what a filter cost, shown on real rows
             examples.append({"origin": origin, "text": " ".join(str(text or "").split())[:EXCERPT_CHARS]})
-    rows.update({c: _take(b, c, bad) for c in extras})
+    rows.update({c: _take(b, c, bad) for c in ["language", "language_score", *extras]})
     return rows
 
 
@@ -219,7 +223,8 @@ def _union_features(specs: list, rejects: bool):
     `RowWriter` stores a non-string value as its JSON text)."""
     from datasets import Features, Value
 
-    columns = {c: Value("string") for c in ("text", "source", "origin")}
+    columns = {c: Value("string") for c in ("text", "source", "origin", "language")}
+    columns["language_score"] = Value("float32")
     if rejects:
         columns.update(reason=Value("string"), detail=Value("string"))
     else:

@@ -44,7 +44,7 @@ from .tokenizer import BatchEncoder, adds_bos, load_tokenizer, train_bpe_tokeniz
 
 logger = logging.getLogger(__name__)
 KEY_COLUMNS = ["reason", "detail", "chars_in", "chars_out", "hash_hi", "hash_lo", "contaminated_by",
-               "pii_email", "pii_ip", "pii_phone"]
+               "pii_email", "pii_ip", "pii_phone", "language", "words_out"]
 
 
 @dataclass
@@ -187,7 +187,8 @@ def clean_sources(data: DataConfig, work: Path) -> tuple[list, Any, list, Keys]:
     cleaned = [_map(document_dataset(spec, data.strict, data.streaming, str(work / "cache"), data.num_proc),
                     clean_keys_batch, data, desc=f"clean {spec.label}",
                     features=step_features(spec.features(), data.dedup),
-                    fn_kwargs={"clean": data.clean, "dedup": data.dedup, "index": index, "decontam": data.decontam})
+                    fn_kwargs={"clean": data.clean, "dedup": data.dedup, "index": index, "decontam": data.decontam,
+                               "languages": data.languages, "language_min_score": data.language_min_score})
                for spec in specs]
     keys = collect_keys(cleaned, data, work, index.names if index else [])
     for spec, status in zip(specs, keys.status):
@@ -247,7 +248,7 @@ def collect_keys(cleaned: list, data: DataConfig, work: Path, eval_names: list[s
     sigs = SignatureFile(work / "minhash.u32", near.num_perm) if near.enabled else None
     columns = KEY_COLUMNS + (["minhash"] if near.enabled else [])
     for ds in cleaned:
-        status, chars_in, chars_out, hashes, contaminated = [], [], [], [], []
+        status, chars_in, chars_out, hashes, contaminated, language, words = [], [], [], [], [], [], []
         pii = {"email": 0, "ip": 0, "phone": 0}
         for _, b in iter_batches(ds, columns, desc="clean + keys"):
             status.append(np.array([keys.code(r) for r in b["reason"]], dtype=np.int16))
@@ -258,6 +259,8 @@ def collect_keys(cleaned: list, data: DataConfig, work: Path, eval_names: list[s
                         keys.read_problems.append(detail)
             chars_in.append(np.asarray(b["chars_in"], dtype=np.int64))
             chars_out.append(np.asarray(b["chars_out"], dtype=np.int64))
+            language.append(np.array([keys.language_code(x) for x in b["language"]], dtype=np.int16))
+            words.append(np.asarray(b["words_out"], dtype=np.int64))
             hashes.append(np.stack([np.asarray(b["hash_hi"], dtype=np.int64),
                                     np.asarray(b["hash_lo"], dtype=np.int64)], axis=1))
             contaminated.append(np.array([0 if n is None else eval_names.index(n) + 1 for n in b["contaminated_by"]],
@@ -272,6 +275,8 @@ def collect_keys(cleaned: list, data: DataConfig, work: Path, eval_names: list[s
         keys.chars_out.append(cat(chars_out, np.int64))
         keys.hashes.append(cat(hashes, np.int64, (0, 2)))
         keys.contaminated.append(cat(contaminated, np.int16))
+        keys.language.append(cat(language, np.int16))
+        keys.words_out.append(cat(words, np.int64))
         keys.pii.append(pii)
     if sigs is not None:
         keys.signatures = sigs.close()

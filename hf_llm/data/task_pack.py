@@ -152,6 +152,9 @@ def merge_emitted(parts: list, n_sources: int):
     for name in ("drawn_tokens", "drawn_documents", "drawn_characters"):
         setattr(e, name, [int(sum(getattr(p, name)[i] for p in parts)) for i in range(n_sources)])
     e.validation_characters = sum(p.validation_characters for p in parts)
+    for p in parts:
+        for lang, n in p.tokens_by_language.items():
+            e.tokens_by_language[lang] = e.tokens_by_language.get(lang, 0) + n
     e.kept_lengths = np.concatenate([p.kept_lengths for p in parts])
     e.train_unigram = sum(p.train_unigram for p in parts)
     e.validation_unigram = sum(p.validation_unigram for p in parts)

@@ -155,7 +155,8 @@ def write_cleaned(spec, files: list[str], data, index, path: Path) -> None:
     def flush() -> None:
         cols = {c: [row.get(c) for row in batch] for c in columns}
         writer.write_batch(clean_keys_batch(cols, clean=data.clean, dedup=data.dedup, index=index,
-                                            decontam=data.decontam))
+                                            decontam=data.decontam, languages=data.languages,
+                                            language_min_score=data.language_min_score))
         batch.clear()
 
     for record in iter_records(spec, files, data.strict) if files else ():
@@ -364,14 +365,16 @@ def merged_keys(root: Path, lay: Layout, specs: list) -> Keys:
 
     keys = Keys()
     parts: dict[str, list[list]] = {k: [[] for _ in specs] for k in ("status", "chars_in", "chars_out", "hashes",
-                                                                      "contaminated")}
+                                                                      "contaminated", "language", "words_out")}
     pii = [{"email": 0, "ip": 0, "phone": 0} for _ in specs]
     for r, s in lay.chunks():
         k = task_keys(root, r)
         remap = np.array([keys.code(reason) for reason in k.reasons], dtype=np.int16)
         parts["status"][s].append(remap[k.status[s]])
-        for name in ("chars_in", "chars_out", "hashes", "contaminated"):
+        for name in ("chars_in", "chars_out", "hashes", "contaminated", "words_out"):
             parts[name][s].append(getattr(k, name)[s])
+        languages = np.array([keys.language_code(x) for x in k.languages], dtype=np.int16)  # one code table
+        parts["language"][s].append(languages[k.language[s]])
         for kind in pii[s]:
             pii[s][kind] += k.pii[s][kind]
         if s == 0:  # read problems are counted per task, over all its sources

@@ -237,6 +237,9 @@ class NearDedupConfig:
     # >= 0.59 vs 0.40), while the negatives do not move with n: pages on one template share J < 0.1, a document
     # quoting 20-70% of another J <= 0.44 (p99 of 3-gram Jaccards, bench_dedup.py's three corpora).
     ngram: int = 3
+    # Character n-grams for documents in scripts written without spaces (zh, ja, th; hf_llm/data/dedup.py), where
+    # a whitespace "word" is a whole phrase: 0 cuts them into words like the rest. Tuned on benchmarks/multilingual.py.
+    char_ngram: int = 5
     num_perm: int = 126  # = bands * rows; Jaccard estimate std 0.044 at J = 0.55; keys ~0.3 ms per 5 KB doc
     # 42 bands of 3 rows: P(candidate) = 1 - (1 - J^3)^42 is 0.9995 at J = 0.55 and 0.6% at J = 0.05 (unrelated
     # pages of one site), so the LSH loses almost no copy and verification sees few pairs. (FineWeb's 14 x 8 is at
@@ -261,6 +264,8 @@ class NearDedupConfig:
             )
         if self.ngram < 1:
             raise ConfigError(f"near dedup: ngram must be >= 1, got {self.ngram}")
+        if self.char_ngram < 0:
+            raise ConfigError(f"near dedup: char_ngram must be >= 0 (0 = words), got {self.char_ngram}")
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"near dedup: threshold must be in (0, 1], got {self.threshold}")
 
@@ -278,6 +283,9 @@ class DedupConfig:
 class DecontamConfig:
     enabled: bool = False  # opt-in: it needs eval sets, and removing training text is a choice to make knowingly
     ngram: int = 13  # overlap length that counts as contamination (GPT-3 and lm-eval-harness use 13 words)
+    # The same in characters for texts in scripts written without spaces (zh, ja, th: a word is ~1.5 characters
+    # there, so 13 words is ~20 characters); 0 cuts them into whitespace words, which an edit anywhere defeats.
+    char_ngram: int = 20
     eval_files: list[str] = field(default_factory=list)  # local eval sets: .txt / .jsonl[:field] (see module doc)
     eval_datasets: list[str] = field(default_factory=list)  # Hub eval sets: "name[:config]:split:field"
     text_field: str = "text"  # field read from .jsonl eval files whose entry names none
@@ -286,3 +294,5 @@ class DecontamConfig:
     def __post_init__(self) -> None:
         if self.ngram < 1:
             raise ConfigError(f"decontam: ngram must be >= 1, got {self.ngram}")
+        if self.char_ngram < 0:
+            raise ConfigError(f"decontam: char_ngram must be >= 0 (0 = words), got {self.char_ngram}")

@@ -29,6 +29,7 @@ and counts sentences with a regex.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -59,8 +60,9 @@ _UNSPACED_WORD = re.compile(rf"[{UNSPACED_CHARS}]|[^\s{UNSPACED_CHARS}]+")
 _TERMINAL = (".", "!", "?", '"', "'", "。", "！", "？", "؟", "」", "』")  # C4's and FineWeb's, with CJK and Arabic
 _SUBSTRING_STOP_WORDS = UNSPACED_LANGUAGES | {"ko"}  # particles attach to the words before them
 # A language's own rules apply when the model gives it at least this probability. Below, the text is gibberish
-# (random letters score < 0.15 in some language with no stop-word list) or a mix: the default (English) rules judge.
-RULES_MIN_SCORE = 0.5
+# (random letters score 0.1-0.6 in some language, often one with no stop-word list) or a mix: the default (English)
+# rules judge it.
+RULES_MIN_SCORE = 0.65  # FineWeb's threshold for English
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -300,10 +302,14 @@ def gopher_quality(text: str, cfg: GopherQualityConfig, language: str = "") -> s
                 return "gopher_quality:alpha_words"
     stop_words = cfg.stop_words if language in ("", "en") else cfg.stop_words_by_language.get(language)
     if cfg.min_stop_words and stop_words:  # a language with no list skips the rule
+        substrings = language in _SUBSTRING_STOP_WORDS
+        need = cfg.min_stop_words
+        if substrings and cfg.min_stop_word_share:
+            need = max(need, math.ceil(cfg.min_stop_word_share * sum(map(len, words))))  # per character
         found = 0
-        for _ in _compile_stop_words(tuple(stop_words), language in _SUBSTRING_STOP_WORDS).finditer(text):  # stop early: prose hits in a few words
+        for _ in _compile_stop_words(tuple(stop_words), substrings).finditer(text):  # stop early: prose hits soon
             found += 1
-            if found >= cfg.min_stop_words:
+            if found >= need:
                 break
         else:
             return "gopher_quality:stop_words"

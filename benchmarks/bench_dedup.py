@@ -311,6 +311,42 @@ def readme_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------- every language
+
+
+def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(5,)) -> dict:
+    """Recall per copy kind and language, false drops, docs/s on benchmarks/multilingual.py's corpus (8 languages,
+    5 sites each). `hf_llm` is the default; `hf_llm[words]` the same with char_ngram=0 (the behaviour before
+    shingles by script); `hf_llm[charN]` tuning variants; datasketch cuts words as hf_llm[words] does."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from multilingual import COPY_KINDS, dedup_corpus
+
+    c = dedup_corpus(pages, seed)
+    runs = {"hf_llm[words]": lambda t: _hf(t, DedupConfig(near=NearDedupConfig(char_ngram=0)))}
+    for n in char_ngrams:
+        runs["hf_llm" if n == NearDedupConfig().char_ngram else f"hf_llm[char{n}]"] = (
+            lambda t, n=n: _hf(t, DedupConfig(near=NearDedupConfig(char_ngram=n))))
+    if have_datasketch:
+        runs["datasketch 5-gram"] = lambda t: _ds(t, 5)
+    kinds, langs = np.array(c.kind), np.array(c.language)
+    out = {}
+    for name, run in runs.items():
+        dropped, docs_per_s = run(c.texts)
+        row = {"docs_per_s": round(docs_per_s), "recall": {}}
+        for lang in dict.fromkeys(c.language):
+            row["recall"][lang] = {k: round(float(dropped[(kinds == k) & (langs == lang)].mean()), 4)
+                                   for k in COPY_KINDS if ((kinds == k) & (langs == lang)).any()}
+        originals = kinds == "original"
+        false = dropped & originals
+        row["false_drops"] = int(false.sum())
+        row["false_drops_by_language"] = {lang: int((false & (langs == lang)).sum()) for lang in dict.fromkeys(langs)}
+        row["precision"] = round(float((dropped & ~originals).sum() / max(1, dropped.sum())), 4)
+        out[name] = row
+        print(f"  {name}: precision {row['precision']}, false drops {row['false_drops']}, {row['docs_per_s']} docs/s",
+              flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1200, help="base documents per corpus (tech_docs has ~650)")
@@ -320,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-docs", type=int, default=1_000_000, help="signatures for the clustering scale run")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    parser.add_argument("--multilingual", type=int, default=0, metavar="PAGES",
+                        help="only the multilingual run: PAGES pages per language (benchmarks/multilingual.py)")
+    parser.add_argument("--char-ngrams", type=int, nargs="+", default=[5], help="char n-gram sizes to compare")
     args = parser.parse_args(argv)
     try:
         import datasketch
@@ -327,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         have_datasketch, ds_version = True, datasketch.__version__
     except ImportError:
         have_datasketch, ds_version = False, None
+    if args.multilingual:
+        result = {"seed": args.seed, "pages_per_language": args.multilingual, "load_average_at_start": os.getloadavg(),
+                  "multilingual": multilingual(args.multilingual, args.seed, have_datasketch, args.char_ngrams)}
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     load0 = os.getloadavg()
     result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version(), "load_average_at_start": load0},

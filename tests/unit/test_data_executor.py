@@ -16,6 +16,7 @@ from hf_llm.data.pipeline import load_prepared
 
 from ..conftest import sample_documents
 from ..corpora import edit_words
+from .test_language import JA, SAMPLES, _edit_chars
 
 
 
@@ -29,6 +30,10 @@ def write_corpus(root: Path, n: int = 140, files: int = 6) -> Path:
     rows += [{"text": "  " + docs[i].upper() + "\n", "id": 1000 + i} for i in range(0, 30, 3)]
     rows += [{"text": edit_words(docs[i], 0.05, rng, vocab), "id": 2000 + i} for i in range(1, 40, 4)]
     rows += [{"text": "buy now " * 40, "id": 3000}, {"text": "short", "id": 3001}]
+    # other languages (the recipes below keep en and ja): a Japanese page, its copy with 5% of characters edited,
+    # a German page (reason "language")
+    rows += [{"text": JA, "id": 4000}, {"text": _edit_chars(JA, 0.05, seed=1), "id": 4001},
+             {"text": SAMPLES["de"] * 6, "id": 4002}]
     order = rng.permutation(len(rows))
     lines = [json.dumps(rows[k]) for k in order] + ["{not json"]
     folder = root / "corpus"
@@ -40,7 +45,8 @@ def write_corpus(root: Path, n: int = 140, files: int = 6) -> Path:
 
 def prepare_config(corpus: Path, out: Path, *extra: str) -> PrepareDataConfig:
     return load_config(None, [f"output_dir={out}", f"data.sources=[{{path: '{corpus}'}}]", "data.seq_len=64",
-                              "data.save_documents=true", "tokenizer.vocab_size=400", *extra], schema=PrepareDataConfig)
+                              "data.save_documents=true", "tokenizer.vocab_size=400", "data.languages=[en,ja]", *extra],
+                       schema=PrepareDataConfig)
 
 
 LOCAL = ("executor.kind=local", "executor.tasks=4", "executor.workers=2", "executor.dedup_tasks=2")
@@ -66,14 +72,17 @@ def prepared(tmp_path_factory):
 def test_local_executor_keeps_and_rejects_what_the_in_process_path_does(prepared):
     root, _ = prepared
     a, b = root / "inproc", root / "local"
-    docs = ("origin", "text", "split")
-    rejects = ("origin", "reason", "detail", "text")
+    docs = ("origin", "text", "split", "language", "language_score")
+    rejects = ("origin", "reason", "detail", "text", "language", "language_score")
     assert rows(b, "documents", docs) == rows(a, "documents", docs)  # same documents, same validation hold-out
     assert rows(b, "rejects", rejects) == rows(a, "rejects", rejects)  # same reasons, same "duplicate of ..."
-    reasons = {r for _, r, _, _ in rows(b, "rejects", rejects)}
-    assert {"exact_dup", "near_dup", "malformed"} <= reasons and reasons - {"exact_dup", "near_dup", "malformed"}
+    reasons = {r[1] for r in rows(b, "rejects", rejects)}
+    assert {"exact_dup", "near_dup", "malformed", "language"} <= reasons
+    assert reasons - {"exact_dup", "near_dup", "malformed", "language"}
     card, ref = (json.loads((p / "data_card.json").read_text()) for p in (b, a))
-    for key in ("rejections", "split", "duplicate_clusters", "filters", "sources", "token_length_histogram"):
+    assert card["languages"]["ja"]["documents_out"] == 1 and card["languages"]["de"]["documents_out"] == 0
+    for key in ("rejections", "split", "duplicate_clusters", "filters", "sources", "token_length_histogram",
+                "languages"):
         assert card[key] == ref[key], key
     tasks = card["executor"]["per_task"]
     assert len(tasks) == 4 and all(t["read"] == t["kept"] + t["rejected"] for t in tasks)

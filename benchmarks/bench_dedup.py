@@ -314,14 +314,14 @@ def readme_table(result: dict) -> str:
 # ------------------------------------------------------------------------------------------- every language
 
 
-def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(5,)) -> dict:
+def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(3,), languages=None) -> dict:
     """Recall per copy kind and language, false drops, docs/s on benchmarks/multilingual.py's corpus (8 languages,
     5 sites each). `hf_llm` is the default; `hf_llm[words]` the same with char_ngram=0 (the behaviour before
     shingles by script); `hf_llm[charN]` tuning variants; datasketch cuts words as hf_llm[words] does."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from multilingual import COPY_KINDS, dedup_corpus
+    from multilingual import COPY_KINDS, LANGUAGES, dedup_corpus
 
-    c = dedup_corpus(pages, seed)
+    c = dedup_corpus(pages, seed, languages or LANGUAGES)
     runs = {"hf_llm[words]": lambda t: _hf(t, DedupConfig(near=NearDedupConfig(char_ngram=0)))}
     for n in char_ngrams:
         runs["hf_llm" if n == NearDedupConfig().char_ngram else f"hf_llm[char{n}]"] = (
@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
     parser.add_argument("--multilingual", type=int, default=0, metavar="PAGES",
                         help="only the multilingual run: PAGES pages per language (benchmarks/multilingual.py)")
-    parser.add_argument("--char-ngrams", type=int, nargs="+", default=[5], help="char n-gram sizes to compare")
+    parser.add_argument("--char-ngrams", type=int, nargs="+", default=[3], help="char n-gram sizes to compare")
+    parser.add_argument("--languages", nargs="+", help="languages of the multilingual run (default: all eight + en)")
     args = parser.parse_args(argv)
     try:
         import datasketch
@@ -368,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         have_datasketch, ds_version = False, None
     if args.multilingual:
         result = {"seed": args.seed, "pages_per_language": args.multilingual, "load_average_at_start": os.getloadavg(),
-                  "multilingual": multilingual(args.multilingual, args.seed, have_datasketch, args.char_ngrams)}
+                  "multilingual": multilingual(args.multilingual, args.seed, have_datasketch, args.char_ngrams,
+                                               args.languages)}
         if args.out:
             args.out.write_text(json.dumps(result, indent=2) + "\n")
         return 0

@@ -147,8 +147,8 @@ class Corpus:
 
 
 def dedup_corpus(pages_per_language: int, seed: int, languages=LANGUAGES, sites: int = 5) -> Corpus:
-    """Per language: `pages_per_language` pages on `sites` sites (shared navigation), and a copy of every fourth
-    page per copy kind, each placed after its original; ground truth in `kind` and `original`."""
+    """Per language: `pages_per_language` pages on `sites` sites (shared navigation), and a copy of every second
+    page (the copy kinds in turn), each placed after its original; ground truth in `kind` and `original`."""
     rng = np.random.default_rng(seed)
     c = Corpus()
     for lang in languages:
@@ -158,8 +158,8 @@ def dedup_corpus(pages_per_language: int, seed: int, languages=LANGUAGES, sites:
             page = clean_page(rng, lang, nav)
             at = len(c.texts)
             c.texts.append(page.text), c.language.append(lang), c.kind.append("original"), c.original.append(-1)
-            if k % 4 == 0:
-                kind = COPY_KINDS[(k // 4) % len(COPY_KINDS)]
+            if k % 2 == 0:
+                kind = COPY_KINDS[(k // 2) % len(COPY_KINDS)]
                 c.texts.append(planted_copy(rng, lang, page, nav, kind))
                 c.language.append(lang), c.kind.append(kind), c.original.append(at)
     return c

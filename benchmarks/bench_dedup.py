@@ -314,6 +314,32 @@ def readme_table(result: dict) -> str:
 # ------------------------------------------------------------------------------------------- every language
 
 
+def datatrove_dedup(texts: list[str], language: str) -> tuple[np.ndarray, float]:
+    """datatrove's MinHash decisions at its defaults (FineWeb's: word 5-grams from the language's word tokenizer,
+    14 buckets x 8 hashes, a document is a duplicate when it shares a bucket), computed with datatrove's own
+    `get_shingles`/`get_signature` in this process; clustering by connected components, as its cluster stage. The
+    four on-disk stages are not run (ENV_NOTES: ~140 docs/s), so docs/s counts shingles and signatures only."""
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+    from datatrove.utils.hashing import HashConfig
+
+    from hf_llm.data.dedup import connected_components
+
+    step = MinhashDedupSignature(output_folder="/tmp/unused-datatrove-sigs",
+                                 config=MinhashConfig(hash_config=HashConfig(hash_fc="sha1")), language=language)
+    step.get_shingles(texts[0])  # loads the word tokenizer (spacy, sudachi, jieba) before the clock starts
+    t0 = time.perf_counter()
+    buckets: dict = {}
+    pairs = []
+    for i, text in enumerate(texts):
+        for b, band in enumerate(step.get_signature(step.get_shingles(text))):
+            first = buckets.setdefault((b, tuple(band)), i)
+            if first != i:
+                pairs.append((first, i))
+    seconds = time.perf_counter() - t0
+    labels = connected_components(len(texts), np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2))
+    return labels != np.arange(len(texts)), len(texts) / seconds
+
+
 def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(3,), languages=None) -> dict:
     """Recall per copy kind and language, false drops, docs/s on benchmarks/multilingual.py's corpus (8 languages,
     5 sites each). `hf_llm` is the default; `hf_llm[words]` the same with char_ngram=0 (the behaviour before
@@ -330,6 +356,25 @@ def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(3,),
         runs["datasketch 5-gram"] = lambda t: _ds(t, 5)
     kinds, langs = np.array(c.kind), np.array(c.language)
     out = {}
+    try:  # datatrove runs one language at a time (its word tokenizer is per language): copies are within one
+        import datatrove  # noqa: F401
+
+        def _dt(texts):
+            dropped, rates = np.zeros(len(texts), dtype=bool), []
+            for lang in dict.fromkeys(c.language):
+                idx = np.flatnonzero(langs == lang)
+                try:
+                    d, rate = datatrove_dedup([texts[i] for i in idx], lang)
+                except Exception as e:  # a tokenizer package missing (spacy, sudachipy, jieba, mecab-ko)
+                    print(f"  datatrove {lang}: not run ({type(e).__name__}: {str(e)[:80]})", flush=True)
+                    continue
+                dropped[idx] = d
+                rates.append(rate)
+            return dropped, float(np.mean(rates)) if rates else 0.0
+
+        runs["datatrove (language tokenizers)"] = _dt
+    except ImportError:
+        pass
     for name, run in runs.items():
         dropped, docs_per_s = run(c.texts)
         row = {"docs_per_s": round(docs_per_s), "recall": {}}

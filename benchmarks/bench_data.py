@@ -17,7 +17,7 @@ the words replaced) for the dedup stage to find. Measurements, each in a fresh p
              (LSH clustering): documents per second.
   pipeline   `build_prepared_data` with the default recipe (configs/data/sample.yaml settings) on the whole
              corpus: documents per second, per-step timings, peak RSS of the process and of its workers.
-  pipeline_streaming  the same with data.streaming=true (memory comparison).
+  pipeline_streaming  the same with data.lazy_read=true (memory comparison).
   executor   (--executor) the same recipe on datatrove's local executor (hf_llm/data/executor.py) at 1 and 2
              workers vs the in-process path, all on the corpus split into --tasks files (a task reads whole files):
              documents per second, the scaling ratio, and the peak RSS of each worker process (sampled from /proc).
@@ -249,7 +249,7 @@ def stage_pipeline(corpus: Path, work: Path, num_proc: int, streaming: bool) -> 
     from hf_llm.data.pipeline import build_prepared_data
 
     cfg = load_config(REPO / "configs" / "data" / "sample.yaml", [
-        f"data.sources=[{{path: '{corpus}'}}]", f"data.num_proc={num_proc}", f"data.streaming={str(streaming).lower()}",
+        f"data.sources=[{{path: '{corpus}'}}]", f"data.num_proc={num_proc}", f"data.lazy_read={str(streaming).lower()}",
         "tokenizer.max_train_documents=20000",  # BPE training is not what is measured; a capped sample is usual
     ], schema=PrepareDataConfig)
     out = work / ("prepared_stream" if streaming else "prepared")
@@ -424,7 +424,7 @@ def main() -> None:
     p.add_argument("--dedup-docs", type=int, default=20000)
     p.add_argument("--num-proc", type=int, default=2, help="datasets.map workers of the pipeline run")
     p.add_argument("--pack-num-proc", type=int, default=1, help="datasets.map workers of both packing recipes")
-    p.add_argument("--streaming", action="store_true", help="also run the pipeline with data.streaming=true")
+    p.add_argument("--streaming", action="store_true", help="also run the pipeline with data.lazy_read=true")
     p.add_argument("--second-mb", type=float, default=0.0,
                    help="also run the pipeline on a corpus of this size: peak memory and time at two sizes give the "
                         "per-GB extrapolation")

@@ -178,7 +178,8 @@ def run_trainer(cfg, prep, train_texts: list[str], model_dir: Path) -> dict:
 def run_hf_llm(cfg, prep, model_dir: Path) -> dict:
     from hf_llm.model import build_model
     from hf_llm.train.collate import PackedCollator, needs_varlen_kwargs
-    from hf_llm.train.run import fit, make_accelerator
+    from hf_llm.train.run import TrainData, fit, make_accelerator
+    from hf_llm.train.stages import BlockStage
 
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.train, cfg.train.precision, out)
@@ -187,8 +188,8 @@ def run_hf_llm(cfg, prep, model_dir: Path) -> dict:
     attention = cfg.model.attn_implementation
     model = build_model(config, attention)  # as hf_llm.pretrain builds it
     collate = PackedCollator(prep.tokenizer.eos_token_id, varlen=needs_varlen_kwargs(attention))
-    state, model = fit(cfg, accelerator, model, config, prep.train, None, collate, cfg.data.seq_len,
-                       cfg.train.precision, out, description="hf_llm")
+    data = TrainData([BlockStage(prep.train, collate)], cfg.data.seq_len)
+    state, model = fit(cfg, accelerator, model, data, cfg.train.precision, out, description="hf_llm")
     tokens_per_step = cfg.train.micro_batch_size * cfg.data.seq_len
     times = [tokens_per_step / p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]
     accelerator.unwrap_model(model, keep_torch_compile=False).save_pretrained(model_dir)

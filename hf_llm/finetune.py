@@ -17,11 +17,12 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
-from .sft import SFTConfig, SFTData, build_sft_datasets, prepare_tokenizer
+from .sft import SFTConfig, SFTData, build_sft_datasets, complete_tokenizer
 from .io import publishing
 from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
 from .train.collate import PackedCollator, PaddingCollator, needs_varlen_kwargs
-from .train.run import fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, wait_for_main
+from .train.stages import BlockStage
 from .train.samplers import LengthGroupedSampler
 
 METHODS = ("full", "lora", "qlora")
@@ -129,7 +130,7 @@ def load_sft_tokenizer(cfg: FinetuneRunConfig, model_config) -> tuple[Any, dict[
     if len(tokenizer) > model_config.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model only {model_config.vocab_size} "
                           f"embeddings; use the base model's own tokenizer")
-    return tokenizer, prepare_tokenizer(tokenizer, cfg.sft.chat_template)
+    return tokenizer, complete_tokenizer(tokenizer, cfg.sft.chat_template)
 
 
 def load_base_model(cfg: FinetuneRunConfig, precision: str, device_index: int = 0):
@@ -216,8 +217,9 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
         seq_len = max(1, round(data.stats["train"]["mean_length"]))  # token budget and throughput count real tokens
     description = (f"fine-tuning {cfg.model.name_or_path} ({cfg.adapter.method}): {trainable:,} trainable of "
                    f"{total:,} parameters ({trainable / total:.2%})")
-    state, model = fit(cfg, accelerator, model, model_config, data.train, data.validation, collate, seq_len, precision,
-                       out, description=description, train_sampler=sampler, tokenizer=tokenizer)
+    train_data = TrainData([BlockStage(data.train, collate, sampler=sampler)], seq_len, data.validation, collate,
+                           tokenizer=tokenizer)
+    state, model = fit(cfg, accelerator, model, train_data, precision, out, description=description)
     summary = _summary(cfg, data, state, trainable, total, precision, notes, tokenizer, accelerator.num_processes,
                        time.perf_counter() - started)
     card = _model_card(cfg, model_config, total, data, summary, tokenizer, adapter_folder=cfg.adapter.method != "full")

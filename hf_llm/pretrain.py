@@ -13,7 +13,8 @@ from .model import build_model, build_model_config, count_parameters, max_positi
 from .train.checkpoint import LoopState, export_model
 from .train.metrics import memory_summary
 from .train.collate import PackedCollator, needs_varlen_kwargs
-from .train.run import fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, wait_for_main
+from .train.stages import TrainStage
 
 
 def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
@@ -155,17 +156,11 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
         return _model_card(cfg, model_config, n_params, data_card(st), interim, pictures=files), files
 
     push_hook, pusher = checkpoint_push_hook(cfg.hub, accelerator, tokenizer, out, card_for)
-    stream = None
-    if prep.train is None and stages is None:
-        from .data.stream import batched_train_stream
-
-        stream = batched_train_stream(cfg.data, tokenizer, accelerator.process_index, accelerator.num_processes,
-                                      cfg.train.micro_batch_size, collate)
-    state, model = fit(cfg, accelerator, model, model_config, prep.train, prep.validation, collate, seq_len, precision,
-                       out, description=f"model: {model_config.model_type}, {n_params:,} parameters",
-                       on_checkpoint=push_hook, train_stream=stream, tokenizer=tokenizer,
-                       stages=_train_stages(cfg, stages, tokenizer, accelerator, collate),
-                       data_fingerprint=prep.card.get("fingerprint"))
+    data = TrainData(_train_stages(cfg, prep, stages, accelerator, collate), seq_len, prep.validation, collate,
+                     tokenizer=tokenizer)
+    state, model = fit(cfg, accelerator, model, data, precision, out,
+                       description=f"model: {model_config.model_type}, {n_params:,} parameters",
+                       on_checkpoint=push_hook)
     summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
     summary.update(memory_summary(accelerator, model, cfg.train, model_config, seq_len))
     if stages is not None:
@@ -183,19 +178,27 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def _train_stages(cfg: RunConfig, stages, tokenizer, accelerator, collate):
-    """The stages as `fit` takes them (None without data.stages): blocks, or with stream_train each stage's stream."""
-    if stages is None:
-        return None
-    from .data.stages import stage_names, stream_stage_opens
-    from .train.loop import DataStage
+def _train_stages(cfg: RunConfig, prep, stages, accelerator, collate) -> list[TrainStage]:
+    """What the loop trains on: each data stage's blocks, or with stream_train its stream (one stage without
+    data.stages)."""
+    from .data.stream import batched_train_stream
+    from .train.stages import BlockStage, StreamedStage
 
-    trains = [s.train for s in stages]
+    rank, world, micro = accelerator.process_index, accelerator.num_processes, cfg.train.micro_batch_size
+    if stages is None:
+        if cfg.data.stream_train:
+            return [StreamedStage(batched_train_stream(cfg.data, prep.tokenizer, rank, world, micro, collate),
+                                  fingerprint=prep.card.get("fingerprint"))]
+        return [BlockStage(prep.train, collate, fingerprint=prep.card.get("fingerprint"))]
+    from .data.stages import stage_names, stream_stage_opens
+
+    names, bounds = stage_names(cfg.data), [(stage.until_step, stage.until_tokens) for stage in cfg.data.stages]
     if cfg.data.stream_train:
-        trains = stream_stage_opens(cfg.data, tokenizer, accelerator.process_index, accelerator.num_processes,
-                                    cfg.train.micro_batch_size, collate)
-    return [DataStage(train, name, stage.until_step, stage.until_tokens, s.card.get("fingerprint"))
-            for train, name, stage, s in zip(trains, stage_names(cfg.data), cfg.data.stages, stages)]
+        opens = stream_stage_opens(cfg.data, prep.tokenizer, rank, world, micro, collate)
+        return [StreamedStage(open_, name, *bound, s.card.get("fingerprint"))
+                for open_, name, bound, s in zip(opens, names, bounds, stages)]
+    return [BlockStage(s.train, collate, name, *bound, s.card.get("fingerprint"))
+            for s, name, bound in zip(stages, names, bounds)]
 
 
 def sample_export(model_dir: Path, prompts: list[str], max_new_tokens: int, temperature: float,

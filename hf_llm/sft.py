@@ -62,7 +62,7 @@ class SFTConfig:
             raise ConfigError(f"sft.max_length must be at least 2, got {self.max_length}")
 
 
-def prepare_tokenizer(tokenizer, chat_template: Optional[str]) -> dict[str, str]:
+def complete_tokenizer(tokenizer, chat_template: Optional[str]) -> dict[str, str]:
     """Give the tokenizer a pad token and a chat template if it lacks them; returns notes for summary and card."""
     notes: dict[str, str] = {}
     if tokenizer.pad_token_id is None:

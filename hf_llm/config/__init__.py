@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -84,7 +85,7 @@ class DataConfig:
     mix_by: str = "documents"  # documents | tokens: what a source weight is a share of
     num_proc: int = 1  # worker processes for datasets.map
     seed: int = 1234  # shuffling, mixing and the train/validation split
-    streaming: bool = False  # read sources lazily in several passes: memory stays flat, the result is the same
+    lazy_read: bool = False  # read sources lazily in several passes: memory stays flat, the result is the same
     stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
     strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
     packing: str = "concat"  # concat (concatenate and chunk: no padding) | best_fit (whole documents, padded)
@@ -122,7 +123,7 @@ class DataConfig:
 
 def check_stages(data: DataConfig) -> None:
     """What a list of stages must satisfy before anything is read (boundaries in tokens are resolved to steps, and
-    checked against the run's length, once the tokens per step are known: hf_llm.train.loop.stage_ends)."""
+    checked against the run's length, once the tokens per step are known: hf_llm.train.stages.stage_ends)."""
     if data.sources not in ([], [SourceConfig()]):
         raise ConfigError("data.stages and data.sources are both set: with stages, each stage lists its own sources "
                           "(data.stages[i].sources); remove data.sources")
@@ -442,6 +443,41 @@ class RunConfig:
             )
 
 
+# Renamed keys, per config class: old name → new name. Recipes written with the old name still load (with a warning
+# that names the new one); giving both is an error. The saved config.yaml always has the new name.
+RENAMED_KEYS: dict[type, dict[str, str]] = {
+    DataConfig: {"streaming": "lazy_read"},  # "stream" means data.stream_train only
+}
+
+
+def rename_deprecated_keys(user: Any, schema: type, prefix: str = "") -> Any:
+    """`user` (a recipe layer as plain containers) with every deprecated key of `schema`'s tree renamed (see
+    RENAMED_KEYS), warning once per key; unknown keys are left for `_check_keys` to report."""
+    if not isinstance(user, dict) or not dataclasses.is_dataclass(schema):
+        return user
+    renamed = RENAMED_KEYS.get(schema, {})
+    fields = {f.name for f in dataclasses.fields(schema)}
+    out: dict[Any, Any] = {}
+    for key, value in user.items():
+        if key in renamed:
+            new = renamed[key]
+            if new in user:
+                raise ConfigError(f"{prefix}{key} is the deprecated name of {prefix}{new}, and both are set; keep "
+                                  f"{prefix}{new} only")
+            warnings.warn(f"{prefix}{key} is deprecated: it is now {prefix}{new} (same meaning); rename it in your "
+                          f"recipe", FutureWarning, stacklevel=3)
+            key = new
+        if key in fields:
+            ftype = _field_type(schema, key)
+            item = _list_item_type(schema, key)
+            if dataclasses.is_dataclass(ftype):
+                value = rename_deprecated_keys(value, ftype, f"{prefix}{key}.")
+            elif isinstance(value, list) and item is not None:
+                value = [rename_deprecated_keys(v, item, f"{prefix}{key}[{i}].") for i, v in enumerate(value)]
+        out[key] = value
+    return out
+
+
 def _check_keys(user: Any, schema: type, prefix: str, problems: list[str]) -> None:
     """Collect every key in `user` that `schema` (a dataclass) lacks, with the closest valid names."""
     if not isinstance(user, dict) or not dataclasses.is_dataclass(schema):
@@ -500,9 +536,14 @@ def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[st
     if dotlist:
         layers.append(OmegaConf.from_dotlist(dotlist))
     problems: list[str] = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
         if layer is not None and not isinstance(_to_container(layer), dict):
             raise ConfigError("a recipe must be a mapping of sections (model:, data:, train:, ...)")
+        if layer is not None:  # unresolved: interpolations may point into other layers
+            raw = OmegaConf.to_container(layer, resolve=False)
+            renamed = rename_deprecated_keys(raw, schema)
+            if renamed != raw:
+                layers[i] = layer = OmegaConf.create(renamed)
         _check_keys(_to_container(layer) or {}, schema, "", problems)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

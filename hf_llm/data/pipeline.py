@@ -4,7 +4,7 @@
          ─▶ validation hold-out (by document) ─▶ tokenizer ─▶ tokenise ─▶ mix ─▶ pack
 
 Per-document work is `datasets.map(batched=True)` over a `Dataset` (in memory, `num_proc` workers) or an
-`IterableDataset` (`data.streaming`): the same functions over the same rows. Global decisions are made on small
+`IterableDataset` (`data.lazy_read`): the same functions over the same rows. Global decisions are made on small
 per-document keys (see selection.py), so a streamed source is read again, pass by pass, and filtered by index;
 documents flow to the packers in the same order either way, hence the same blocks.
 
@@ -183,8 +183,8 @@ def clean_sources(data: DataConfig, work: Path) -> tuple[list, Any, list, Keys]:
     makes the global decisions from the keys."""
     specs = [open_source(src) for src in data.sources]  # path, format and text column errors come first
     index = build_index_from_config(data.decontam) if data.decontam.enabled else None
-    logger.info("step 1/6 read + clean + keys: %d source(s)%s", len(specs), " (streaming)" if data.streaming else "")
-    cleaned = [_map(document_dataset(spec, data.strict, data.streaming, str(work / "cache"), data.num_proc),
+    logger.info("step 1/6 read + clean + keys: %d source(s)%s", len(specs), " (lazy read)" if data.lazy_read else "")
+    cleaned = [_map(document_dataset(spec, data.strict, data.lazy_read, str(work / "cache"), data.num_proc),
                     clean_keys_batch, data, desc=f"clean {spec.label}",
                     features=step_features(spec.features(), data.dedup),
                     fn_kwargs={"clean": data.clean, "dedup": data.dedup, "index": index, "decontam": data.decontam,

@@ -14,8 +14,8 @@ WSD schedule decays. Each stage is one prepared folder (or, with `data.stream_tr
   the boundary is then optimistic. That overlap is reported (see `shared_source_notes`). Streamed stages
   (`data.stream_train`) hold out by a hash of each document's text, the same documents in every stage.
 
-The loop switches from one stage's blocks to the next at the same optimizer step on every process (hf_llm.train.loop
-`BatchStream.at_step`); a checkpoint records the stage and the position within it, so resume is exact across a
+The loop switches from one stage's blocks to the next at the same optimizer step on every process (hf_llm.train.stages
+`StepBatches.at_step`); a checkpoint records the stage and the position within it, so resume is exact across a
 boundary.
 """
 

@@ -121,7 +121,8 @@ def batched_train_stream(data: DataConfig, tokenizer, rank: int, world: int, mic
                          collate: Callable[[list[dict[str, Any]]], Any]) -> Callable[[int, int], Iterator[Any]]:
     """`open(epoch, skip_batches)` → this process's collated micro-batches of that epoch after `skip_batches`.
 
-    The loop's `BatchStream` calls it at every epoch start and on resume; an incomplete last batch is dropped.
+    The loop's `StepBatches` (hf_llm.train.stages) calls it at every epoch start and on resume; an incomplete last
+    batch is dropped.
     Every epoch is the same stream (no shuffling), so `epoch` only says where the loop is.
     """
 

@@ -33,6 +33,7 @@ class LoopState:
     # with train.init_from can tell whether it continues the same data (and keeps the position) or other data.
     data_fingerprints: list[Optional[str]] = field(default_factory=list)
     train_loss: Optional[float] = None
+    train_metrics: dict[str, float] = field(default_factory=dict)  # the objective's, per unit, at the last step
     val_loss: Optional[float] = None
     history: list[dict[str, Any]] = field(default_factory=list)  # logged points, for the model card's curve
 

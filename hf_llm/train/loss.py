@@ -217,8 +217,8 @@ class OutputLoss:
 
 
 def output_loss_for(setting: str, accelerator: Any, model: Any) -> Optional[OutputLoss]:
-    """The chunked output loss for this prepared `model` (under DDP/DeepSpeed: the head of the module inside), or
-    None where the model's own loss runs (`train.fused_loss`, see resolve_fused_loss)."""
+    """The chunked output loss for `model` as accelerate wrapped it (under DDP/DeepSpeed: the head of the module
+    inside), or None where the model's own loss runs (`train.fused_loss`, see resolve_fused_loss)."""
     unwrapped = accelerator.unwrap_model(model)
     if not resolve_fused_loss(setting, unwrapped, accelerator):
         return None

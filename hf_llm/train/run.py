@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -14,10 +14,12 @@ from ..config import RunConfig, TrainConfig
 from ..errors import ConfigError, HfLlmError
 from .checkpoint import (LoopState, check_checkpoint_owner, check_init_from, claim_lineage, load_checkpoint,
                          resolve_resume, start_from_checkpoint)
-from .loss import zero_stage
-from .loop import DataStage, LoopSetup, build_eval_loader, build_train_loader, run_loop, stage_ends
+from .loss import output_loss_for, zero_stage
+from .loop import LoopSetup, run_loop
 from .metrics import device_peak_flops, frozen_matmul_params, model_flops_per_token
+from .objective import CausalLMObjective, Objective
 from .optim import build_optimizer, build_scheduler, restart_schedule
+from .stages import StepBatches, TrainStage, build_eval_loader, stage_ends
 
 
 def cpu_supports_bf16() -> bool:
@@ -308,51 +310,58 @@ def start_trackers(accelerator, cfg: Any, out: Path) -> None:
                                + (f". Check: {hints}" if hints else ""))) from None
 
 
-def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, collate: Callable, seq_len: int,
-        precision: str, out: Path, description: str = "", train_sampler=None,
-        on_checkpoint: Callable[[LoopState, Any], None] | None = None,
-        train_stream: Callable[[int, int], Any] | None = None, tokenizer: Any = None,
-        stages: Optional[list[DataStage]] = None, data_fingerprint: Optional[str] = None) -> tuple[LoopState, Any]:
-    """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, prepared model).
+@dataclass
+class TrainData:
+    """What a job hands `fit` to train on."""
 
-    `on_checkpoint` is handed to the loop (called on every process after each checkpoint). `train_stream`
-    (`open(epoch, skip_batches)`, see hf_llm.data.stream) replaces `train_ds`: it is already split by node, so it
-    does not go through accelerate.prepare (which would shard it again); the loop moves its batches to the device.
-    `stages` (data.stages) replace both: each stage's blocks or stream, and where it ends. `data_fingerprint`
-    identifies the (single stage's) training data for `train.init_from`.
+    stages: list[TrainStage]  # curriculum stages in order (train.stages); a run without data.stages has one
+    seq_len: int  # tokens per training row (for token budgets and throughput; SFT: the mean example length)
+    validation: Any = None  # a Dataset of validation rows (collated like the training rows), or None
+    collate: Optional[Callable] = None  # rows → batch, for the validation rows
+    objective: Optional[Objective] = None  # None: causal LM (with train.fused_loss's output loss where it applies)
+    tokenizer: Any = None  # tokenises eval.tasks and serves eval.harness_tasks
+
+
+def fit(cfg: RunConfig, accelerator, model, data: TrainData, precision: str, out: Path, description: str = "",
+        on_checkpoint: Callable[[LoopState, Any], None] | None = None) -> tuple[LoopState, Any]:
+    """Optimizer, schedule, loaders, accelerate.prepare, resume, then the loop. Returns (state, the model as
+    accelerate wrapped it).
+
+    `on_checkpoint` is handed to the loop (called on every process after each checkpoint). Each stage's DataLoader
+    goes through accelerate.prepare (sharded over processes); a streamed stage's data is split by node already.
 
     `train.init_from` (a fresh run only: a checkpoint of this run's own wins) starts from another run's weights,
     optimizer state and RNG with this run's schedule from step 0 (see checkpoint.start_from_checkpoint).
     """
-    train = cfg.train
+    train, stages = cfg.train, data.stages
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     check_deepspeed(accelerator, train, precision)
-    flops_per_token = model_flops_per_token(model_config, seq_len, frozen_matmul_params(model))  # before ZeRO-3 shards
+    # Before ZeRO-3 shards the weights. A PEFT model answers with its base model's config.
+    flops_per_token = model_flops_per_token(model.config, data.seq_len, frozen_matmul_params(model))
     optimizer = build_optimizer(model, train, cpu_offload=offloads_optimizer(accelerator))
-    tokens_per_step = train.micro_batch_size * seq_len * train.grad_accum_steps * accelerator.num_processes
+    tokens_per_step = train.micro_batch_size * data.seq_len * train.grad_accum_steps * accelerator.num_processes
     steps = total_steps(train, tokens_per_step)
-    if stages is None:
-        stages = [DataStage(train_ds if train_stream is None else train_stream, "", fingerprint=data_fingerprint)]
     ends = stage_ends(stages, tokens_per_step, steps)
-    streamed = callable(stages[0].train)  # a stream's open(epoch, skip_batches); a Dataset is not callable
-    loaders = [stage.train if streamed else
-               build_train_loader(stage.train, train.micro_batch_size, collate, train.seed, train_sampler)
-               for stage in stages]
-    eval_loader = build_eval_loader(val_ds, train.micro_batch_size, collate) if val_ds is not None else None
+    loaders = [stage.loader(train) for stage in stages]
+    eval_loader = build_eval_loader(data.validation, train.micro_batch_size, data.collate) \
+        if data.validation is not None else None
     if resolve_compile(train.compile, steps, precision, accelerator.device.type, zero_stage(accelerator)):
         blocks = compile_regions(model)
         accelerator.print(f"torch.compile: {blocks} decoder layers in place" if blocks else "torch.compile: the model")
-    if not streamed:
-        model, optimizer, loaders[0] = accelerator.prepare(model, optimizer, loaders[0])
-        loaders[1:] = [accelerator.prepare(loader) for loader in loaders[1:]]
-    else:
-        model, optimizer = accelerator.prepare(model, optimizer)
-    # Built on the prepared optimizer: ZeRO regroups parameters, and the schedule must drive the groups that step.
+    # One call with the model: DeepSpeed reads the micro-batch size from a loader it is given alongside.
+    model, optimizer, *sharded = accelerator.prepare(model, optimizer, *(x for x in loaders if x is not None))
+    sharded.reverse()
+    loaders = [sharded.pop() if x is not None else None for x in loaders]
+    # Built on the optimizer accelerate returned: ZeRO regroups parameters, and the schedule must drive the groups
+    # that step.
     scheduler = build_scheduler(optimizer, steps, train)
     accelerator.register_for_checkpointing(scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
+    objective = data.objective
+    if objective is None:
+        objective = CausalLMObjective(output_loss_for(train.fused_loss, accelerator, model))
     state = LoopState()
     ckpt_root = out / "checkpoints"
     resume = resolve_resume(train.resume_from, ckpt_root)
@@ -369,22 +378,22 @@ def fit(cfg: RunConfig, accelerator, model, model_config, train_ds, val_ds, coll
                           + ("continues where it was (the same data)" if kept else "starts at its beginning"))
     state.data_fingerprints = [stage.fingerprint for stage in stages]
     claim_lineage(accelerator, ckpt_root, resume, train.overwrite_output_dir)
+    batches = StepBatches(accelerator, [stage.epochs(accelerator, loader) for stage, loader in zip(stages, loaders)],
+                          [0, *ends[:-1]], state)
     setup = LoopSetup(
-        accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-        train_loader=loaders[0], eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
+        accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, batches=batches,
+        objective=objective, eval_loader=eval_loader, total_steps=steps, tokens_per_step=tokens_per_step,
         flops_per_token=flops_per_token,
         peak_flops=device_peak_flops(accelerator.device, precision, train.peak_flops),
-        checkpoint_dir=ckpt_root, tokenizer=tokenizer,
-        later_stages=[(start, loader, stage.name) for start, loader, stage in zip(ends, loaders[1:], stages[1:])],
+        checkpoint_dir=ckpt_root, tokenizer=data.tokenizer,
+        stage_names=[stage.name for stage in stages] if len(stages) > 1 else [],
     )
     if len(stages) > 1:
         accelerator.print("data stages: " + ", ".join(f"{s.name} to step {end}" for s, end in zip(stages, ends)))
-    rows = "streamed" if streamed else "+".join(f"{len(stage.train):,}" for stage in stages)
+    counts = [stage.rows() for stage in stages]
+    rows = "streamed" if None in counts else "+".join(f"{n:,}" for n in counts)
     accelerator.print(
-        f"{description} | {rows} training rows of {seq_len} tokens | {steps} steps of "
+        f"{description} | {rows} training rows of {data.seq_len} tokens | {steps} steps of "
         f"{tokens_per_step:,} tokens | {accelerator.num_processes} process(es), {precision}"
     )
     return run_loop(setup, state, train, cfg.eval, on_checkpoint=on_checkpoint), model
-
-
-

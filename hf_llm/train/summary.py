@@ -37,6 +37,7 @@ def run_summary(cfg: RunConfig, state: LoopState, precision: str, world: int, se
         "processes": world,
         "precision": precision,
         "final_train_loss": state.train_loss,
+        "final_train_metrics": state.train_metrics,  # the objective's own (e.g. preference accuracy); {} for causal LM
         "final_val_loss": state.val_loss,
         "final_val_perplexity": math.exp(min(state.val_loss, 50)) if state.val_loss is not None else None,
         "median_tokens_per_second": median([p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]),

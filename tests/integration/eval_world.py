@@ -10,7 +10,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_llm.config import TrainConfig
 from hf_llm.train.collate import PackedCollator
-from hf_llm.train.loop import build_eval_loader, evaluate_loss
+from hf_llm.train.loop import evaluate_loss
+from hf_llm.train.stages import build_eval_loader
 from hf_llm.train.run import make_accelerator
 
 EOS, VOCAB, SEQ, ROWS, MICRO = 1, 96, 24, 7, 2  # 7 rows: 4 batches over 1 process, 2 + 2 (one padded) over 2
@@ -25,7 +26,7 @@ for r in rows:
     r["input_ids"][SEQ // 2] = EOS  # two documents per row
 model = accelerator.prepare(model)
 loader = accelerator.prepare(build_eval_loader(rows, MICRO, PackedCollator(EOS)))
-loss, targets = evaluate_loss(accelerator, model, loader)
+loss, targets, _ = evaluate_loss(accelerator, model, loader)
 if accelerator.is_main_process:
     print(json.dumps({"loss": loss, "targets": targets, "processes": accelerator.num_processes}))
 # Tear the process group down before exit: a gloo group left to the interpreter's shutdown can abort a rank

@@ -110,10 +110,11 @@ def test_zero3_resume_and_export_equal_live_model(tmp_path, prepared):
 
     from hf_llm.data.pipeline import load_prepared
     from hf_llm.train.collate import PackedCollator
-    from hf_llm.train.loop import build_eval_loader, evaluate_loss
+    from hf_llm.train.loop import evaluate_loss
+    from hf_llm.train.stages import build_eval_loader
 
     prep = load_prepared(prepared)
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "full" / "model"), dtype=torch.float32)
     loader = build_eval_loader(prep.validation.select(range(16)), 4, PackedCollator(prep.tokenizer.eos_token_id))
-    loss, _ = evaluate_loss(Accelerator(cpu=True), model, loader)
+    loss, _, _ = evaluate_loss(Accelerator(cpu=True), model, loader)
     assert abs(loss - full["final_val_loss"]) <= 1e-4, (loss, full["final_val_loss"])

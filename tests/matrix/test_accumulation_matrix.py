@@ -28,12 +28,13 @@ def _run(model, batches, k: int, precision: str):
     from accelerate.utils import GradientAccumulationPlugin
 
     from hf_llm.train.loop import train_step
+    from hf_llm.train.objective import CausalLMObjective
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     acc = Accelerator(cpu=True, mixed_precision={"fp32": "no"}.get(precision, precision),
                       gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=k, sync_with_dataloader=False))
-    loss, targets = train_step(acc, model, batches)
+    loss, targets, _ = train_step(acc, model, batches, CausalLMObjective())
     return loss, targets, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 

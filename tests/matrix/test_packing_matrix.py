@@ -25,7 +25,7 @@ from hf_llm.model import build_model
 from hf_llm.sft import pack_examples
 from hf_llm.train.collate import PaddingCollator
 from hf_llm.train.collate import IGNORE_INDEX, PackedCollator, count_targets, needs_varlen_kwargs
-from hf_llm.train.loop import forward_loss
+from hf_llm.train.objective import CausalLMObjective
 
 from ..unit.test_packing import EOS
 
@@ -209,7 +209,7 @@ def test_flash_layout_gives_the_same_logits_and_loss(attn, packing, micro):
     model = _model(attn)
     assert (_logits(model, flat) - _logits(model, plain)).abs().max() <= 1e-5
     with torch.no_grad():
-        losses = [forward_loss(model, b, 1.0) for b in (flat, plain)]
+        losses = [CausalLMObjective().loss(model, b, 1.0)[0] for b in (flat, plain)]
     assert count_targets(flat["labels"]) == count_targets(plain["labels"])
     assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=1e-5), losses
 
@@ -308,14 +308,16 @@ def test_the_loop_takes_the_flash_layout(packing):
     """train_step and evaluate_loss (the loop's own) on the flash batch: same loss and target count as plain rows."""
     from accelerate import Accelerator
 
-    from hf_llm.train.loop import build_eval_loader, evaluate_loss, train_step
+    from hf_llm.train.loop import evaluate_loss, train_step
+    from hf_llm.train.objective import CausalLMObjective
+    from hf_llm.train.stages import build_eval_loader
 
     rows = packed_rows(packing, 4)
     acc = Accelerator(cpu=True)
     results = []
     for collate in (_collator("flash_attention_2"), PackedCollator(EOS, PAD)):
         model = _model("sdpa")
-        step = train_step(acc, model, [collate(rows[:2]), collate(rows[2:])])
+        step = train_step(acc, model, [collate(rows[:2]), collate(rows[2:])], CausalLMObjective())[:2]
         evaluation = evaluate_loss(acc, model, build_eval_loader(rows, 2, collate))
         results.append((step, evaluation))
     (step_flat, eval_flat), (step_rows, eval_rows) = results

@@ -9,6 +9,7 @@ from hf_llm.config import ModelConfig
 from hf_llm.model import build_model, build_model_config
 from hf_llm.train.collate import IGNORE_INDEX, PackedCollator
 from hf_llm.train.loop import train_step
+from hf_llm.train.objective import CausalLMObjective
 
 
 def _model():
@@ -34,7 +35,8 @@ def _run(model, batches, k):
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     acc = Accelerator(cpu=True, gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=k, sync_with_dataloader=False))
-    loss, targets = train_step(acc, model, batches)
+    loss, targets, metrics = train_step(acc, model, batches, CausalLMObjective())
+    assert metrics == {}
     assert acc.sync_gradients
     return loss, targets, {n: p.grad.clone() for n, p in model.named_parameters()}
 

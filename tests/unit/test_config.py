@@ -86,3 +86,36 @@ def test_parse_cli_recipe_and_overrides(tmp_path):
     assert parse_cli([str(recipe), "train.lr=0.5"], None).train.lr == 0.5
     assert parse_cli(["--config", str(recipe)], None).output_dir == "x"
     assert parse_cli(["train.lr=0.5"], str(recipe)).output_dir == "x"
+
+
+def test_a_renamed_key_loads_under_its_old_name_with_a_warning(tmp_path, monkeypatch):
+    """Every RENAMED_KEYS entry: the old name (recipe or override, at any depth) sets the new field and warns; the
+    saved config has the new name; both names at once is an error."""
+    import dataclasses
+
+    from hf_llm import config as config_module
+    from hf_llm.config import RENAMED_KEYS, DataConfig, PrepareDataConfig
+
+    assert RENAMED_KEYS[DataConfig] == {"streaming": "lazy_read"}
+    for cls, names in RENAMED_KEYS.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(names.values()) <= fields and not set(names) & fields, cls  # old names are no fields any more
+    with pytest.warns(FutureWarning, match=r"data.streaming is deprecated: it is now data.lazy_read"):
+        cfg = load_config(None, ["data.streaming=true"])
+    assert cfg.data.lazy_read is True
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("data:\n  streaming: true\n  seq_len: 64\n")
+    with pytest.warns(FutureWarning, match="data.streaming"):
+        cfg = load_config(recipe, ["data.seq_len=32"], schema=PrepareDataConfig)
+    assert cfg.data.lazy_read is True and cfg.data.seq_len == 32
+    saved = yaml.safe_load(save_config(cfg, tmp_path / "saved.yaml").read_text())
+    assert saved["data"]["lazy_read"] is True and "streaming" not in saved["data"]
+    with pytest.raises(ConfigError, match="both are set"):
+        load_config(None, ["data.streaming=true", "data.lazy_read=false"])
+    # The mechanism is generic: a rename inside a list of dataclasses (data.stages[i]) works the same way.
+    from hf_llm.config import StageConfig
+
+    monkeypatch.setitem(config_module.RENAMED_KEYS, StageConfig, {"until": "until_step"})
+    with pytest.warns(FutureWarning, match=r"data.stages\[0\].until is deprecated"):
+        cfg = load_config(None, ["data.stages=[{sources: [{path: a.txt}], until: 3}, {sources: [{path: b.txt}]}]"])
+    assert cfg.data.stages[0].until_step == 3

@@ -136,9 +136,9 @@ def test_data_card_contents(built, corpus):
 
 
 @pytest.mark.parametrize("packing", ["concat", "best_fit"])
-def test_streaming_gives_the_same_result(corpus, tmp_path, packing):
+def test_lazy_read_gives_the_same_result(corpus, tmp_path, packing):
     memory = build_prepared_data(config(corpus, packing=packing, best_fit_window=16), TOK, tmp_path / "memory")
-    stream = build_prepared_data(config(corpus, packing=packing, best_fit_window=16, streaming=True), TOK,
+    stream = build_prepared_data(config(corpus, packing=packing, best_fit_window=16, lazy_read=True), TOK,
                                  tmp_path / "stream")
     for split in ("train", "validation"):
         assert getattr(memory, split).to_dict() == getattr(stream, split).to_dict(), split

@@ -21,7 +21,7 @@ from hf_llm.errors import ConfigError
 from hf_llm.data.tokenizer import train_bpe_tokenizer
 from hf_llm.downstream import (check_tasks, Item, Task, WARNING_KEY, build_requests, harness_metrics, parse_multiple_choice,
                                read_task, score_requests, task_metrics, tie_credit)
-from hf_llm.train.loop import downstream_metrics, evaluate_tasks, shard_indices, unshard
+from hf_llm.train.downstream import downstream_metrics, evaluate_tasks, shard_indices, unshard
 
 from ..conftest import sample_documents
 
@@ -361,7 +361,9 @@ def _tiny_run(tmp_path: Path, tokenizer, evaluation: EvalConfig, hand_over_token
 
     from hf_llm.train.checkpoint import LoopState
     from hf_llm.train.collate import PackedCollator
-    from hf_llm.train.loop import LoopSetup, build_train_loader, run_loop
+    from hf_llm.train.loop import LoopSetup, run_loop
+    from hf_llm.train.objective import CausalLMObjective
+    from hf_llm.train.stages import BlockStage, StepBatches
 
     acc = Accelerator(cpu=True)
     ids = tokenizer(" ".join(d["text"] for d in sample_documents(8)), add_special_tokens=False)["input_ids"]
@@ -369,15 +371,18 @@ def _tiny_run(tmp_path: Path, tokenizer, evaluation: EvalConfig, hand_over_token
     model = _llama(len(tokenizer)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    loader = build_train_loader(blocks, 4, PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id), 0)
-    model, optimizer, loader = acc.prepare(model, optimizer, loader)
-    setup = LoopSetup(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader,
+    stage = BlockStage(blocks, PackedCollator(tokenizer.eos_token_id, tokenizer.pad_token_id))
+    train = TrainConfig(micro_batch_size=4, max_steps=4, warmup_steps=0, log_every=2, save_every=2, keep_last=2,
+                        precision="fp32")
+    model, optimizer, loader = acc.prepare(model, optimizer, stage.loader(train))
+    state = LoopState()
+    batches = StepBatches(acc, [stage.epochs(acc, loader)], [0], state)
+    setup = LoopSetup(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, batches=batches,
+                      objective=CausalLMObjective(),
                       eval_loader=None, total_steps=4, tokens_per_step=4 * 32, flops_per_token=1.0, peak_flops=None,
                       checkpoint_dir=tmp_path / "checkpoints",
                       tokenizer=tokenizer if hand_over_tokenizer else None)
-    train = TrainConfig(micro_batch_size=4, max_steps=4, warmup_steps=0, log_every=2, save_every=2, keep_last=2,
-                        precision="fp32")
-    return run_loop(setup, LoopState(), train, evaluation)
+    return run_loop(setup, state, train, evaluation)
 
 
 @pytest.mark.parametrize("failure", ["scoring", "task_file"])

@@ -62,7 +62,8 @@ def _eval_losses(cfg, tokenizer_dir: Path, model) -> dict[str, float]:
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
-    from hf_llm.train.loop import build_eval_loader, evaluate_loss
+    from hf_llm.train.loop import evaluate_loss
+    from hf_llm.train.stages import build_eval_loader
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     data = build_sft_datasets(cfg.data, cfg.sft, tok)

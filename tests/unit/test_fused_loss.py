@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hf_llm.config import TrainConfig, load_config
 from hf_llm.errors import ConfigError
 from hf_llm.train.collate import IGNORE_INDEX, PackedCollator
-from hf_llm.train.loop import forward_loss
+from hf_llm.train.objective import CausalLMObjective
 from hf_llm.train.loss import (OutputLoss, fused_loss_blocker, linear_cross_entropy, output_loss_for,
                                resolve_fused_loss)
 
@@ -42,7 +42,7 @@ def _packed_batch() -> dict[str, torch.Tensor]:
 
 def _loss_and_grads(model, batch, fused: bool, normaliser: float = 37.0):
     model.zero_grad(set_to_none=True)
-    loss = forward_loss(model, batch, normaliser, OutputLoss(_head(model)) if fused else None)
+    loss, _ = CausalLMObjective(OutputLoss(_head(model)) if fused else None).loss(model, batch, normaliser)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -202,7 +202,7 @@ def test_a_kernel_is_used_only_after_it_agrees_on_the_first_micro_batch(monkeypa
     chosen = OutputLoss(_head(model))
     plain = _loss_and_grads(model, batch, fused=False)
     model.zero_grad(set_to_none=True)
-    got = forward_loss(model, batch, 37.0, chosen)
+    got, _ = CausalLMObjective(chosen).loss(model, batch, 37.0)
     assert (chosen.kernel is kernel) == used
     assert len(calls) == (2 if used else 1)  # the check, then (if it agreed) the real call
     assert abs(got.item() - plain[0].item()) <= 1e-5

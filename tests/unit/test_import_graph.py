@@ -22,7 +22,9 @@ LAYERS: list[tuple[str, ...]] = [
      "hf_llm.train.optim", "hf_llm.train.checkpoint", "hf_llm.train.loss",
      "hf_llm.train.samplers"),  # data steps and training parts
     ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub"),  # scoring and publishing, which the loop calls
-    ("hf_llm.train", "hf_llm.train.loop", "hf_llm.train.run"),  # the one loop and its launcher
+    # the one loop, what it trains on and with which objective, its downstream pass, and its launcher
+    ("hf_llm.train", "hf_llm.train.loop", "hf_llm.train.objective", "hf_llm.train.stages", "hf_llm.train.downstream",
+     "hf_llm.train.run"),
     ("hf_llm.pretrain", "hf_llm.finetune", "hf_llm.sft", "hf_llm.planner"),  # the jobs
     ("hf_llm.cli",),  # the command line
 ]

@@ -142,7 +142,7 @@ def test_an_empty_file_is_a_clear_error(tmp_path, name, content, streaming):
 def test_a_file_without_records_is_a_clear_error(tmp_path, name, content, streaming):
     f = tmp_path / name
     f.write_bytes(content)
-    data = DataConfig(sources=[SourceConfig(path=str(f))], streaming=streaming)
+    data = DataConfig(sources=[SourceConfig(path=str(f))], lazy_read=streaming)
     with pytest.raises(DataError, match=rf"source {str(f)!r} holds no records"):
         build_prepared_data(data, TOK, tmp_path / "out")
 

@@ -12,7 +12,7 @@ from hf_llm.errors import DataError
 from hf_llm.data.tokenizer import train_bpe_tokenizer
 from hf_llm.sft import (
     DEFAULT_CHAT_TEMPLATE, SFTConfig, alpaca_messages, build_sft_datasets, check_messages, encode_conversation,
-    fit_length, pack_examples, prepare_tokenizer,
+    fit_length, pack_examples, complete_tokenizer,
 )
 from hf_llm.train.collate import IGNORE_INDEX, PackedCollator, PaddingCollator
 from hf_llm.train.samplers import LengthGroupedSampler
@@ -46,7 +46,7 @@ def base_tokenizer():
 @pytest.fixture
 def tok(base_tokenizer):
     t = copy.deepcopy(base_tokenizer)
-    prepare_tokenizer(t, DEFAULT_CHAT_TEMPLATE)
+    complete_tokenizer(t, DEFAULT_CHAT_TEMPLATE)
     return t
 
 
@@ -100,7 +100,7 @@ def test_system_message_is_never_a_target(tok):
 def test_pad_equal_to_eos_keeps_the_closing_eos_a_target(base_tokenizer):
     t = copy.deepcopy(base_tokenizer)
     t.pad_token = None
-    notes = prepare_tokenizer(t, DEFAULT_CHAT_TEMPLATE)
+    notes = complete_tokenizer(t, DEFAULT_CHAT_TEMPLATE)
     assert t.pad_token_id == t.eos_token_id and "pad = eos" in notes["pad_token"]
     assert "had none" in notes["chat_template"]
     short = encode_conversation(t, check_messages([{"role": "user", "content": "Hi"},
@@ -310,7 +310,7 @@ def test_sources_of_different_formats_mix_by_weight(tok, tmp_path):
 
 def test_chat_data_without_any_template(base_tokenizer, tmp_path):
     t = copy.deepcopy(base_tokenizer)
-    assert "none" in prepare_tokenizer(t, None)["chat_template"]
+    assert "none" in complete_tokenizer(t, None)["chat_template"]
     path = _write(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "Hi"},
                                                        {"role": "assistant", "content": "Hello."}]}] * 2)
     with pytest.raises(DataError, match="needs a chat template"):

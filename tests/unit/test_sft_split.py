@@ -8,7 +8,7 @@ import pytest
 
 from hf_llm.config import DataConfig, SourceConfig, TokenizerConfig
 from hf_llm.data.tokenizer import train_bpe_tokenizer
-from hf_llm.sft import SFTConfig, build_sft_datasets, prepare_tokenizer, validation_counts
+from hf_llm.sft import SFTConfig, build_sft_datasets, complete_tokenizer, validation_counts
 from hf_llm.train.collate import IGNORE_INDEX
 
 
@@ -21,7 +21,7 @@ def _rows(tag: str, n: int) -> list[dict]:
 def tok():
     texts = [r["prompt"] + " " + r["completion"] for r in _rows("small", 20) + _rows("large", 200)]
     t = train_bpe_tokenizer(texts * 2, TokenizerConfig(vocab_size=320, min_frequency=2))
-    prepare_tokenizer(t, SFTConfig().chat_template)
+    complete_tokenizer(t, SFTConfig().chat_template)
     return t
 
 

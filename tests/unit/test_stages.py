@@ -402,9 +402,9 @@ def test_stage_config_round_trips_and_plain_sources_are_unchanged(tmp_path):
 
 
 def test_stage_ends_round_tokens_up_to_whole_steps():
-    from hf_llm.train.loop import DataStage, stage_ends
+    from hf_llm.train.stages import StreamedStage, stage_ends
 
-    stage = lambda **k: DataStage(None, "s", **k)  # noqa: E731
+    stage = lambda **k: StreamedStage(None, "s", **k)  # noqa: E731
     assert stage_ends([stage(until_tokens=700), stage()], 256, 6) == [3, 6]
     assert stage_ends([stage(until_tokens=768), stage(until_step=4), stage()], 256, 6) == [3, 4, 6]
     with pytest.raises(ConfigError, match=r"until_step=3, not after the previous stage's end at step 3"):

@@ -356,6 +356,7 @@ def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(3,),
         runs["datasketch 5-gram"] = lambda t: _ds(t, 5)
     kinds, langs = np.array(c.kind), np.array(c.language)
     out = {}
+    skipped = []
     try:  # datatrove runs one language at a time (its word tokenizer is per language): copies are within one
         import datatrove  # noqa: F401
 
@@ -367,6 +368,7 @@ def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(3,),
                     d, rate = datatrove_dedup([texts[i] for i in idx], lang)
                 except Exception as e:  # a tokenizer package missing (spacy, sudachipy, jieba, mecab-ko)
                     print(f"  datatrove {lang}: not run ({type(e).__name__}: {str(e)[:80]})", flush=True)
+                    skipped.append(lang)
                     continue
                 dropped[idx] = d
                 rates.append(rate)
@@ -378,7 +380,12 @@ def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(3,),
     for name, run in runs.items():
         dropped, docs_per_s = run(c.texts)
         row = {"docs_per_s": round(docs_per_s), "recall": {}}
+        not_run = skipped if name.startswith("datatrove") else []
+        if not_run:
+            row["not_run"] = list(not_run)
         for lang in dict.fromkeys(c.language):
+            if lang in not_run:
+                continue
             row["recall"][lang] = {k: round(float(dropped[(kinds == k) & (langs == lang)].mean()), 4)
                                    for k in COPY_KINDS if ((kinds == k) & (langs == lang)).any()}
         originals = kinds == "original"

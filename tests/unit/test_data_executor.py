@@ -81,6 +81,8 @@ def test_local_executor_keeps_and_rejects_what_the_in_process_path_does(prepared
     assert reasons - {"exact_dup", "near_dup", "malformed", "language"}
     card, ref = (json.loads((p / "data_card.json").read_text()) for p in (b, a))
     assert card["languages"]["ja"]["documents_out"] == 1 and card["languages"]["de"]["documents_out"] == 0
+    en = card["languages"]["en"]  # fertility of the trained tokenizer: tokens per character and per word
+    assert 0 < en["tokens_per_character"] < 1 < en["tokens_per_word"] and en["tokens_out"] > 0
     for key in ("rejections", "split", "duplicate_clusters", "filters", "sources", "token_length_histogram",
                 "languages"):
         assert card[key] == ref[key], key

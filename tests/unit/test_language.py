@@ -71,6 +71,20 @@ def test_japanese_prose_passes_the_default_filters():
     assert lang == "ja" and reason is None
 
 
+KO = ("우리 동네에는 오래된 도서관이 하나 있습니다. 매주 토요일마다 아이들이 모여서 책을 읽고 이야기를 나눕니다. "
+      "도서관 직원들은 무척 친절해서 새 책이 들어오면 언제나 먼저 알려 줍니다. 작년에는 마을 사람들이 돈을 모아 "
+      "건물의 지붕을 고쳤습니다. 이제는 비가 오는 날에도 마음 놓고 책을 읽을 수 있습니다. 어른들도 저녁이면 "
+      "신문을 보러 오고, 할머니들은 손주의 손을 잡고 그림책을 고르러 옵니다. 도서관 앞 작은 마당에는 봄마다 꽃이 "
+      "피고, 여름에는 나무 그늘 아래에서 숙제를 하는 학생들을 볼 수 있습니다.")
+
+
+def test_korean_prose_passes_the_default_filters():
+    # A Hangul character is a syllable: Korean words average under 3 characters, below Gopher's minimum mean
+    # word length for English, and English stop words never occur: today's rules rejected this page.
+    reason, _, _, lang, _ = clean_document(KO, CleanConfig())
+    assert lang == "ko" and reason is None
+
+
 def test_stop_words_are_per_language_and_off_where_there_is_no_list():
     cfg = CleanConfig().gopher_quality
     german = ("Der Hund und die Katze spielen im Garten, das ist nicht neu. " * 8).strip()

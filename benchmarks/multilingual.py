@@ -213,9 +213,28 @@ def snippets(n: int, seed: int, languages=LANGUAGES, sentences: int = 2) -> list
 # ------------------------------------------------------------------------------------------------ measurement
 
 
-def measure_filters(pages: int, seed: int) -> dict:
-    """Share kept of clean pages, share rejected of each bad kind, per language, at the default preset; the rule
-    that rejected clean pages most."""
+def datatrove_reasons(texts: list[str], lang: str) -> list:
+    """datatrove's Gopher repetition + quality filters at their defaults with `language=lang` (its word tokenizer
+    for the language; its stop words are the English list, as it ships them): None = kept, else the rule."""
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+
+    filters = [GopherRepetitionFilter(language=lang), GopherQualityFilter(language=lang)]
+    out = []
+    for i, t in enumerate(texts):
+        reason = None
+        for f in filters:
+            verdict = f.filter(Document(text=t, id=str(i)))
+            if verdict is not True:
+                reason = verdict[1] if isinstance(verdict, tuple) else "rejected"
+                break
+        out.append(reason)
+    return out
+
+
+def measure_filters(pages: int, seed: int, with_datatrove: bool = True) -> dict:
+    """Share kept of clean pages, share rejected of each bad kind, per language, at the default preset (and with
+    datatrove's Gopher filters for its language, where its tokenizer loads); the rules that rejected clean pages."""
     from hf_llm.config.data_steps import CleanConfig
     from hf_llm.data.clean import clean_document
 
@@ -223,6 +242,14 @@ def measure_filters(pages: int, seed: int) -> dict:
     out = {}
     for lang, kinds in filter_corpus(pages, seed).items():
         row = {}
+        if with_datatrove:
+            try:
+                dt = {kind: datatrove_reasons(texts, lang) for kind, texts in kinds.items()}
+                row["datatrove"] = {f"{k}_{'kept' if k == 'clean' else 'rejected'}":
+                                    round(sum((r is None) == (k == "clean") for r in v) / len(v), 4)
+                                    for k, v in dt.items()}
+            except Exception as e:  # its tokenizer for the language is not installed or does not load
+                row["datatrove"] = f"not run ({type(e).__name__}: {str(e)[:80]})"
         for kind, texts in kinds.items():
             reasons = [clean_document(t, cfg)[0] for t in texts]
             share = sum(r is None for r in reasons) / len(reasons)

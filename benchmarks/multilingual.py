@@ -184,7 +184,8 @@ def bad_page(rng: np.random.Generator, lang: str, kind: str) -> str:
         return "\n".join(lines)
     if kind == "gibberish":
         letters = alphabet(lang)
-        tokens = ["".join(rng.choice(letters, size=int(rng.integers(2, 10)))) for _ in range(int(rng.integers(80, 300)))]
+        tokens = ["".join(rng.choice(letters, size=int(rng.integers(2, 10))))
+                  for _ in range(int(rng.integers(80, 300)))]
         lines = [" ".join(tokens[i : i + 12]) for i in range(0, len(tokens), 12)]
         return "\n".join(lines)
     raise ValueError(kind)
@@ -253,7 +254,8 @@ def measure_filters(pages: int, seed: int, with_datatrove: bool = True) -> dict:
         for kind, texts in kinds.items():
             reasons = [clean_document(t, cfg)[0] for t in texts]
             share = sum(r is None for r in reasons) / len(reasons)
-            row[f"{kind}_{'kept' if kind == 'clean' else 'rejected'}"] = round(share if kind == "clean" else 1 - share, 4)
+            key = f"{kind}_{'kept' if kind == 'clean' else 'rejected'}"
+            row[key] = round(share if kind == "clean" else 1 - share, 4)
             if kind == "clean":
                 top = {}
                 for r in reasons:

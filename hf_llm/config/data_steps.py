@@ -200,7 +200,8 @@ class CleanConfig:
     # Per identified language: {field: value} over the settings above (e.g. {"ja": {"gopher_quality.min_words":
     # 100}}), for rules whose thresholds differ by language; the defaults switch mean word length off where words
     # are not separated (_BY_LANGUAGE).
-    by_language: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in _BY_LANGUAGE.items()})
+    by_language: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in _BY_LANGUAGE.items()})
 
     def __post_init__(self) -> None:
         apply_preset(self, self.preset, self.PRESETS, "data.clean.preset")

@@ -52,7 +52,7 @@ def _byte_classes() -> np.ndarray:
 
 
 _WORD_BYTE = _byte_classes()  # read-only lookup table: is this UTF-8 byte part of a word
-UNSPACED_SHARE = 0.3  # share of a document's non-space characters in unspaced scripts above which it is cut by character
+UNSPACED_SHARE = 0.3  # share of non-space characters in unspaced scripts from which a document is cut by character
 _UNSPACED = re.compile(f"[{UNSPACED_CHARS}]")
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)  # k low bytes set
 

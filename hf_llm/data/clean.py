@@ -16,7 +16,7 @@ Every language (see language.py): `clean_document` identifies the document's lan
 count whitespace tokens, as in Dolma's Gopher implementation (no nltk), except in languages written without spaces
 (ja, zh, th, ...: `UNSPACED_LANGUAGES`), where each character of those scripts is a word and the runs of other
 characters between them are words too; the stop-word rule takes the language's own list (`stop_words_by_language`;
-particles of ja, zh and ko are counted as substrings, since they attach to words) and is skipped for a language
+particles of ja and zh are counted as substrings, Korean ones where they end a word) and is skipped for a language
 with no list; `data.clean.by_language` overrides thresholds per language (mean word length is off where words are
 not separated). Terminal punctuation includes 。！？ and the Arabic question mark.
 
@@ -59,6 +59,7 @@ _SENTENCE_END = re.compile(r"[.!?]+['\")\]]*(?=\s|$)|[。！？]+[」』）]*")
 _UNSPACED_WORD = re.compile(rf"[{UNSPACED_CHARS}]|[^\s{UNSPACED_CHARS}]+")
 _TERMINAL = (".", "!", "?", '"', "'", "。", "！", "？", "؟", "」", "』")  # C4's and FineWeb's, with CJK and Arabic
 _SUBSTRING_STOP_WORDS = UNSPACED_LANGUAGES | {"ko"}  # particles attach to the words before them
+_SUFFIX_STOP_WORDS = frozenset({"ko"})  # Korean particles end a word: counted there only
 # A language's own rules apply when the model gives it at least this probability. Below, the text is gibberish
 # (random letters score 0.1-0.6 in some language, often one with no stop-word list) or a mix: the default (English)
 # rules judge it.
@@ -106,9 +107,11 @@ def _compile_boilerplate(patterns: tuple[str, ...]) -> re.Pattern:
 
 
 @functools.lru_cache(maxsize=32)
-def _compile_stop_words(words: tuple[str, ...], substrings: bool = False) -> re.Pattern:
-    alternation = "|".join(map(re.escape, sorted(words, key=len, reverse=True)))
-    return re.compile(alternation if substrings else r"\b(?:" + alternation + r")\b", re.I)
+def _compile_stop_words(words: tuple[str, ...], mode: str = "word") -> re.Pattern:
+    """word: whole words; substring: anywhere (ja, zh); suffix: at the end of a word (Korean particles)."""
+    alternation = "(?:" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + ")"
+    pattern = {"word": rf"\b{alternation}\b", "substring": alternation, "suffix": rf"{alternation}\b"}[mode]
+    return re.compile(pattern, re.I)
 
 
 @functools.lru_cache(maxsize=4)
@@ -307,7 +310,8 @@ def gopher_quality(text: str, cfg: GopherQualityConfig, language: str = "") -> s
         if substrings and cfg.min_stop_word_share:
             need = max(need, math.ceil(cfg.min_stop_word_share * sum(map(len, words))))  # per character
         found = 0
-        for _ in _compile_stop_words(tuple(stop_words), substrings).finditer(text):  # stop early: prose hits soon
+        mode = "suffix" if language in _SUFFIX_STOP_WORDS else "substring" if substrings else "word"
+        for _ in _compile_stop_words(tuple(stop_words), mode).finditer(text):  # stop early: prose hits soon
             found += 1
             if found >= need:
                 break

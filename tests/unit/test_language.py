@@ -85,6 +85,16 @@ def test_korean_prose_passes_the_default_filters():
     assert lang == "ko" and reason is None
 
 
+def test_korean_keyword_spam_is_rejected_by_particles_that_end_words():
+    # Keywords that merely contain a particle syllable (이것, 가장, 고객, 의자, 에어컨) are no prose: Korean
+    # particles count where they end a word, so the page has none.
+    rng = np.random.default_rng(0)
+    keywords = ["이것", "가장", "고객", "의자", "에어컨", "할인"]
+    spam = "\n".join(" ".join(rng.choice(keywords, size=6)) for _ in range(40))
+    assert identify_language(spam)[0] == "ko"
+    assert clean_document(spam, CleanConfig())[0] == "gopher_quality:stop_words"
+
+
 def test_stop_words_are_per_language_and_off_where_there_is_no_list():
     cfg = CleanConfig().gopher_quality
     german = ("Der Hund und die Katze spielen im Garten, das ist nicht neu. " * 8).strip()

@@ -10,7 +10,8 @@ documents flow to the packers in the same order either way, hence the same block
 
 The folder (`build_prepared_data`; `scripts/pretrain.py` builds one on the fly or reads `data.prepared=PATH`):
     train/ validation/   packed blocks (save_to_disk): input_ids (+ position_ids, labels with best_fit)
-    rejects/             every dropped row with its original columns, `reason` and `detail` (none: 0 rows)
+    rejects/             every dropped row with its original columns, `reason`, `detail`, `language` and
+                         `language_score` (none: 0 rows)
     documents/           (data.save_documents) the kept, cleaned documents with their extra columns
     tokenizer/           a transformers fast tokenizer
     data_card.json, DATA_CARD.md, token_lengths.png, rejections.png (when any), data_config.yaml

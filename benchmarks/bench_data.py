@@ -1,23 +1,31 @@
 """Data pipeline throughput and memory, with run_clm's tokenise-and-group recipe as the baseline in the same run.
 
-    python benchmarks/bench_data.py [--mb 100] [--second-mb 200] [--pack-mb 20] [--streaming] [--num-proc 2]
+    python benchmarks/bench_data.py [--mb 100] [--second-mb 200] [--pack-mb 20] [--num-proc 2]
+                                    [--memory-mb 50 200 800] [--baseline-ref 33deb2f | --no-baseline]
                                     [--out benchmarks/results/bench_data.json]
 
 Corpus: the bundled sample (data/sample, 5.9 MB of public-domain text) repeated with edits until it reaches --mb
 megabytes of JSON lines: each copy of a document has 20% of its words replaced by random words of the corpus (so
 copies are new documents, not near duplicates), and 3% of documents are followed by a near copy (one run of 5% of
-the words replaced) for the dedup stage to find. Measurements, each in a fresh process so peak memory is its own:
+the words replaced) for the dedup pass to find. The script writes every corpus it needs itself. Measurements, each
+in a fresh process so peak memory is its own:
 
   pack       hf_llm's pipeline steps (`steps.tokenize_batch` with datasets.map, then `ConcatPacker`) vs run_clm
              (`tokenizer(examples["text"])` with datasets.map, then `group_texts` with Python list concatenation,
              exactly as transformers'
              examples/pytorch/language-modeling/run_clm.py), same tokenizer, same documents, same block size;
              with one core each, two cores each (num_proc=2), and run_clm's default (tokenizer threads on).
-  near_dedup the pipeline's dedup steps with exact dedup off: `dedup_keys` (batches of 1,000) + `dedup_decisions`
-             (LSH clustering): documents per second.
-  pipeline   `build_prepared_data` with the default recipe (configs/data/sample.yaml settings) on the whole
-             corpus: documents per second, per-step timings, peak RSS of the process and of its workers.
-  pipeline_streaming  the same with data.lazy_read=true (memory comparison).
+  near_dedup the near pass's steps with exact dedup off: `dedup_keys` (batches of 1,000), `near_pairs` over all
+             bands and `dedup_decisions` (one task): documents per second.
+  pipeline   `build_prepared_data` (the passes in this process, `executor.kind=process`) with the default recipe
+             (configs/data/sample.yaml settings) on the whole corpus: documents per second, per-pass timings, peak
+             RSS of the process and of its workers.
+  baseline   the same on the same corpus with the code of --baseline-ref (default: the last commit whose in-process
+             path was a second orchestration), unpacked with `git archive` under --work: documents per second and
+             memory side by side, and the ratio (the target: within 5%).
+  memory     (--memory-mb) the pipeline at each size (default 50, 200 and 800 MB) with every filter off (clean
+             preset none, dedup and decontamination off, as the 0.41 / 0.71 / 2.28 GB of the old in-process path were
+             measured), plus the same with the default filters; peak memory at each size and its slope per MB.
   executor   (--executor) the same recipe on datatrove's local executor (hf_llm/data/executor.py) at 1 and 2
              workers vs the in-process path, all on the corpus split into --tasks files (a task reads whole files):
              documents per second, the scaling ratio, and the peak RSS of each worker process (sampled from /proc).
@@ -200,7 +208,7 @@ def stage_pack(corpus: Path, work: Path, megabytes: float, seq_len: int, num_pro
 
 
 def pipeline_pack(docs, tokenizer, seq_len: int, procs) -> dict:
-    """The pipeline's tokenise and pack steps (as `pipeline.tokenize_documents` and `emit` run them), no BOS."""
+    """The pack pass's tokenise and pack steps (as `task_pack.tokenize_documents` and emit.py run them), no BOS."""
     from datasets import Features
 
     from hf_llm.data.batches import BATCH
@@ -222,7 +230,7 @@ def pipeline_pack(docs, tokenizer, seq_len: int, procs) -> dict:
 
 def stage_near_dedup(corpus: Path, documents: int) -> dict:
     from hf_llm.config.data_steps import DedupConfig, ExactDedupConfig
-    from hf_llm.data.dedup import dedup_decisions, dedup_keys
+    from hf_llm.data.dedup import band_keys, dedup_decisions, dedup_keys, near_pairs
 
     texts = []
     with open(corpus, encoding="utf-8") as f:
@@ -233,26 +241,34 @@ def stage_near_dedup(corpus: Path, documents: int) -> dict:
     cfg = DedupConfig(exact=ExactDedupConfig(enabled=False))
     t = time.perf_counter()
     keys = [dedup_keys(texts[i : i + 1000], cfg) for i in range(0, len(texts), 1000)]
-    hashes, sig = np.concatenate([k["hash"] for k in keys]), np.concatenate([k["minhash"] for k in keys])
+    sig = np.concatenate([k["minhash"] for k in keys])
     t_sig = time.perf_counter() - t
-    drop = np.flatnonzero(dedup_decisions(np.ones(len(texts), dtype=bool), hashes, sig, cfg).near)
+    pairs = near_pairs(band_keys(sig, cfg.near.rows), lambda rows: sig[rows], cfg.near)  # one task: every band
+    drop = np.flatnonzero(dedup_decisions(len(texts), np.ones(len(texts), dtype=bool), [], pairs, cfg).near)
     total = time.perf_counter() - t
     return {"documents": len(texts), "mean_chars": round(float(np.mean([len(x) for x in texts]))),
             "signatures_seconds": round(t_sig, 2), "cluster_seconds": round(total - t_sig, 2),
             "documents_per_second": round(len(texts) / total), "near_duplicates_removed": len(drop)}
 
 
-def stage_pipeline(corpus: Path, work: Path, num_proc: int, streaming: bool) -> dict:
+FILTERS_OFF = ["data.clean.preset=none", "data.clean.normalize.enabled=false", "data.clean.pii.enabled=false",
+               "data.dedup.exact.enabled=false", "data.dedup.near.enabled=false", "data.decontam.enabled=false"]
+
+
+def stage_pipeline(corpus: Path, work: Path, num_proc: int, filters_off: bool = False) -> dict:
+    """`build_prepared_data` on the corpus with the default recipe (or every filter off); also imported from the
+    --baseline-ref checkout, so it uses only what both versions have."""
     import shutil
 
     from hf_llm.config import PrepareDataConfig, load_config
     from hf_llm.data.pipeline import build_prepared_data
 
     cfg = load_config(REPO / "configs" / "data" / "sample.yaml", [
-        f"data.sources=[{{path: '{corpus}'}}]", f"data.num_proc={num_proc}", f"data.lazy_read={str(streaming).lower()}",
+        f"data.sources=[{{path: '{corpus}'}}]", f"data.num_proc={num_proc}",
         "tokenizer.max_train_documents=20000",  # BPE training is not what is measured; a capped sample is usual
+        *(FILTERS_OFF if filters_off else []),
     ], schema=PrepareDataConfig)
-    out = work / ("prepared_stream" if streaming else "prepared")
+    out = work / f"prepared_{os.getpid()}"
     sampler = MemorySampler()
     sampler.start()
     t = time.perf_counter()
@@ -261,17 +277,49 @@ def stage_pipeline(corpus: Path, work: Path, num_proc: int, streaming: bool) -> 
     memory = sampler.stop()
     card = prep.card
     read = card["steps"][0]["documents_in"]
+    near = card.get("duplicate_clusters", {}).get("near")
     result = {
-        "streaming": streaming, "num_proc": num_proc, "seconds": round(seconds, 1),
+        "filters_off": filters_off, "num_proc": num_proc, "seconds": round(seconds, 1),
         "documents_in": read, "documents_out": card["split"]["train_documents"] + card["split"]["validation_documents"],
         "documents_per_second": round(read / seconds, 1),
         "megabytes_per_second": round(card["steps"][0]["characters_in"] / 2**20 / seconds, 2),
         "train_tokens": card["train"]["tokens"], "rejections": card["rejections"],
-        "near_duplicates_removed": card["duplicate_clusters"]["near"]["documents_removed"],
+        "near_duplicates_removed": near["documents_removed"] if near else None,
         "step_seconds": card["timings_seconds"], **peak_rss_mb(), **memory,
     }
     shutil.rmtree(out, ignore_errors=True)
     return result
+
+
+def baseline_checkout(work: Path, ref: str) -> Path:
+    """The repository at `ref`, unpacked once under `work` (`git archive`: no worktree is registered)."""
+    folder = work / f"baseline-{ref}"
+    if not (folder / "hf_llm").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def memory_sizes(sizes: list[float], work: Path, num_proc: int) -> dict:
+    """The default path's peak memory at each corpus size, every filter off and with the default filters."""
+    out: dict = {"sizes_mb": sizes, "filters_off": [], "default_filters": []}
+    for mb in sizes:
+        common = ["--mb", str(mb), "--work", str(work), "--num-proc", str(num_proc)]
+        info = run_stage(["--stage", "corpus", *common])
+        for key, stage in (("filters_off", "pipeline_filters_off"), ("default_filters", "pipeline")):
+            out[key].append({"corpus": info, **run_stage(["--stage", stage, *common])})
+    for key in ("filters_off", "default_filters"):
+        runs = out[key]
+        for mem in ("peak_rss_mb", "peak_anonymous_mb"):
+            if len(runs) > 1 and runs[-1]["corpus"]["megabytes"] > runs[0]["corpus"]["megabytes"]:
+                slope = (runs[-1][mem] - runs[0][mem]) / (runs[-1]["corpus"]["megabytes"] - runs[0]["corpus"]["megabytes"])
+                out[f"{key}_{mem}_per_extra_mb"] = round(slope, 4)
+    out["note"] = ("peak_anonymous_mb is what the process holds (heap, numpy arrays); peak_rss_mb adds the pages of "
+                   "memory-mapped Arrow files read (reclaimable page cache). Flat in corpus size means the slope is "
+                   "the global steps' arrays only (see hf_llm/data/executor.py: ~0.1 GB per million documents, plus "
+                   "the near pass's band keys with dedup on)")
+    return out
 
 
 def split_corpus(corpus: Path, parts: int) -> Path:
@@ -407,6 +455,21 @@ def extrapolate(runs: list[tuple[float, dict]]) -> dict:
 
 
 
+def run_baseline(corpus: Path, work: Path, num_proc: int, ref: str) -> dict:
+    """`stage_pipeline` with the code of `ref` imported instead of this checkout's (this process imports nothing of
+    hf_llm before)."""
+    folder = baseline_checkout(work, ref)
+    global REPO
+    REPO = folder
+    sys.path.insert(0, str(folder))
+    for name in [m for m in sys.modules if m == "hf_llm" or m.startswith("hf_llm.")]:
+        del sys.modules[name]
+    import hf_llm
+
+    assert Path(hf_llm.__file__).resolve().is_relative_to(folder.resolve()), hf_llm.__file__
+    return {"ref": ref, **stage_pipeline(corpus, work, num_proc)}
+
+
 def run_stage(args: list[str], **env_extra: str) -> dict:
     """One stage in a fresh interpreter: its peak memory is its own."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env_extra}
@@ -424,7 +487,11 @@ def main() -> None:
     p.add_argument("--dedup-docs", type=int, default=20000)
     p.add_argument("--num-proc", type=int, default=2, help="datasets.map workers of the pipeline run")
     p.add_argument("--pack-num-proc", type=int, default=1, help="datasets.map workers of both packing recipes")
-    p.add_argument("--streaming", action="store_true", help="also run the pipeline with data.lazy_read=true")
+    p.add_argument("--baseline-ref", default="33deb2f",
+                   help="git ref whose in-process pipeline is the baseline (the last with a second orchestration)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline run")
+    p.add_argument("--memory-mb", type=float, nargs="*", default=None,
+                   help="also measure peak memory at these corpus sizes (the README's: 50 200 800)")
     p.add_argument("--second-mb", type=float, default=0.0,
                    help="also run the pipeline on a corpus of this size: peak memory and time at two sizes give the "
                         "per-GB extrapolation")
@@ -452,8 +519,11 @@ def main() -> None:
     if a.stage == "executor":
         print(json.dumps(stage_executor(corpus, work, a.workers, a.tasks)))
         return
-    if a.stage in ("pipeline", "pipeline_streaming"):
-        print(json.dumps(stage_pipeline(corpus, work, a.num_proc, a.stage == "pipeline_streaming")))
+    if a.stage in ("pipeline", "pipeline_filters_off"):
+        print(json.dumps(stage_pipeline(corpus, work, a.num_proc, a.stage == "pipeline_filters_off")))
+        return
+    if a.stage == "baseline":
+        print(json.dumps(run_baseline(corpus, work, a.num_proc, a.baseline_ref)))
         return
 
     started = time.perf_counter()
@@ -478,8 +548,12 @@ def main() -> None:
         "near_dedup": run_stage(["--stage", "near_dedup", "--dedup-docs", str(a.dedup_docs), *common]),
         "pipeline": run_stage(["--stage", "pipeline", *common]),
     }
-    if a.streaming:
-        result["pipeline_streaming"] = run_stage(["--stage", "pipeline_streaming", *common])
+    if not a.no_baseline:
+        result["baseline"] = run_stage(["--stage", "baseline", "--baseline-ref", a.baseline_ref, *common])
+        result["pipeline_vs_baseline_documents_per_second"] = round(
+            result["pipeline"]["documents_per_second"] / result["baseline"]["documents_per_second"], 3)
+    if a.memory_mb:
+        result["memory"] = memory_sizes(a.memory_mb, work, a.num_proc)
     runs = [(info["megabytes"], result["pipeline"])]
     if a.second_mb:
         second = ["--mb", str(a.second_mb), "--work", str(work), "--num-proc", str(a.num_proc)]

@@ -2,13 +2,14 @@
 
     python benchmarks/bench_dedup.py [--docs 1200] [--seed 0] [--procs 2] [--out benchmarks/results/bench_dedup.json]
 
-Corpora (tests/corpora.py): three kinds of text (prose from the bundled sample, API docs with code blocks, short web
-pages on site templates), each with seeded copies (exact; 1%, 3%, 5% or 10% of the words substituted, inserted or
+Corpora (benchmarks/corpora.py): three kinds of text (prose from the bundled sample, API docs with code blocks, short
+web pages on site templates), each with seeded copies (exact; 1%, 3%, 5% or 10% of the words substituted, inserted or
 deleted at random positions; paragraph copies sharing >= 80% of the text) and hard negatives (pages on one
 template; documents quoting 20-50% of another), one corpus per kind and edit rate, all methods on the same one.
 
 Methods: `hf_llm` is what prepare_data runs, the same functions (`dedup_keys` per batch of 1,000, as
-`clean_keys_batch` calls it, then `dedup_decisions`, as `select_documents` does), at its defaults; `hf_llm[fineweb]`
+`clean_keys_batch` calls it, then `exact_partition`, `near_pairs` and `dedup_decisions` as the exact, near and
+select passes run them with one task), at its defaults; `hf_llm[fineweb]`
 the same with data.dedup.near.preset=fineweb (5-grams, 14 x 8, no verification); `datasketch` is MinHashLSH at
 threshold 0.5 with 128 permutations, documents queried then inserted in order (a hit drops the document), on word
 5-grams (the setting the issue compared) and on word 3-grams (hf_llm's shingles). datatrove's four on-disk MinHash
@@ -35,18 +36,21 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing; tests/ holds the corpus generator
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from hf_llm.data.batches import BATCH  # noqa: E402
 from hf_llm.data.dedup import (  # noqa: E402
     DedupConfig,
     NearDedupConfig,
+    band_keys,
     dedup_decisions,
     dedup_keys,
+    exact_partition,
+    near_pairs,
     ngram_hashes,
 )
 from hf_llm.config.data_steps import ExactDedupConfig  # noqa: E402
-from tests.corpora import KINDS, Corpus, base_documents, make_corpus, score  # noqa: E402
+from benchmarks.corpora import KINDS, Corpus, base_documents, make_corpus, score  # noqa: E402
 
 EDIT_RATES = (0.01, 0.03, 0.05, 0.10)
 
@@ -71,9 +75,23 @@ def hf_llm_dedup(texts: list[str], cfg: DedupConfig, procs: int = 1) -> tuple[np
     hashes = np.concatenate([p["hash"] for p in parts])
     sig = np.concatenate([p["minhash"] for p in parts])
     t1 = time.perf_counter()
-    decided = dedup_decisions(np.ones(len(texts), dtype=bool), hashes, sig, cfg)
+    decided = one_task_decisions(hashes, sig, cfg)
     t2 = time.perf_counter()
     return decided.exact | decided.near, {"keys_s": t1 - t0, "decisions_s": t2 - t1}
+
+
+def one_task_decisions(hashes: np.ndarray, sig: np.ndarray, cfg: DedupConfig):
+    """The exact, near and select passes' dedup steps with one task: one hash partition, every band."""
+    n = len(sig)
+    exact = [exact_partition(np.arange(n), hashes)] if cfg.exact.enabled else []
+    kept = np.ones(n, dtype=bool)
+    for part in exact:
+        kept[part["dropped"]] = False
+    cand = np.flatnonzero(kept)
+    pairs = None
+    if cfg.near.enabled:
+        pairs = cand[near_pairs(band_keys(sig[cand], cfg.near.rows), lambda rows: sig[cand[rows]], cfg.near)]
+    return dedup_decisions(n, np.ones(n, dtype=bool), exact, pairs, cfg)
 
 
 def datasketch_dedup(texts: list[str], ngram: int, threshold: float = 0.5, num_perm: int = 128):
@@ -275,7 +293,7 @@ def speed(n: int, seed: int, procs: int, have_datasketch: bool) -> dict:
 
 
 def cluster_scale(n: int, seed: int = 1) -> dict:
-    """Clustering alone (`dedup_decisions`, exact dedup off) on n random signatures with 10% planted near copies
+    """Clustering alone (`near_pairs` + `dedup_decisions`, exact dedup off) on n random signatures with 10% planted near copies
     (~80% of slots shared)."""
     dedup = DedupConfig(exact=ExactDedupConfig(enabled=False))
     cfg = dedup.near
@@ -286,7 +304,7 @@ def cluster_scale(n: int, seed: int = 1) -> dict:
     keep_slots = rng.random((len(copies), cfg.num_perm)) < 0.8
     sig[copies] = np.where(keep_slots, sig[originals], sig[copies])
     t = time.perf_counter()
-    dropped = int(dedup_decisions(np.ones(n, dtype=bool), np.zeros((n, 2), dtype=np.int64), sig, dedup).near.sum())
+    dropped = int(one_task_decisions(np.zeros((n, 2), dtype=np.int64), sig, dedup).near.sum())
     s = time.perf_counter() - t
     return {"documents": n, "seconds": round(s, 2), "docs_per_s": round(n / s), "dropped": dropped}
 

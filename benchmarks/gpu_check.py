@@ -4,11 +4,14 @@
    flash attention, and through the run_clm Trainer recipe: tokens/s, MFU against the GPU's datasheet peak, ratio
    (benchmarks/bench_train.py's machinery, fewer steps);
 2. flash_packing_parity: a packed micro-batch > 1 under flash attention gives each document's logits alone;
-3. ZeRO-3 and FSDP2 through the shipped accelerate configs (1 process), 20 steps: loss falls, export == live;
+3. ZeRO-3 and FSDP2 through the shipped accelerate configs (1 process), 20 steps: loss falls, export == live, and
+   the run states the strategy it was launched with (ZeRO-3, FSDP2);
 4. QLoRA (bitsandbytes) for 10 steps on a small pretrained export: loss falls, the adapter loads with PEFT;
-5. train.compile=true (regional): export == live.
+5. FSDP2 + LoRA: 10 LoRA steps through configs/accelerate/fsdp.yaml on the same export: loss falls, the run states
+   FSDP2, the adapter loads with PEFT and the merged model exports;
+6. train.compile=true (regional): export == live.
 
-    python benchmarks/gpu_check.py [--only throughput,parity,zero3,fsdp2,qlora,compile]
+    python benchmarks/gpu_check.py [--only throughput,parity,zero3,fsdp2,qlora,fsdp2_lora,compile]
 
 It installs what it needs with pip (flash-attn, bitsandbytes, liger-kernel), never torch; a check whose package
 does not install is reported as skipped with the reason. Without a GPU it stops at once with a clear message.
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CHECKS = ("throughput", "parity", "zero3", "fsdp2", "qlora", "fsdp2_lora", "compile")  # --only's default: all
 # A token id window for export == live: logits of the live model (inside the job) and of the exported folder.
 PROBE_SHAPE = (2, 32)
 
@@ -161,6 +165,7 @@ def launched_pretraining(out: Path, overrides: list[str]) -> None:
         "first_loss": losses[0], "last_loss": losses[-1], "loss_falls": losses[-1] < losses[0],
         "export_vs_live_max_logit_diff": (logits - seen["live"]).abs().max().item(),
         "fused_loss": summary.get("fused_loss"), "peak_memory_bytes": summary.get("peak_memory_bytes"),
+        "strategy": summary.get("strategy"),
     }))
 
 
@@ -179,7 +184,9 @@ def repo_env() -> dict:
 
 
 def launch(name: str, accelerate_config: str | None, overrides: list[str], timeout: int = 240,
-           tolerance: float = BF16_LOGIT_TOLERANCE) -> dict:
+           tolerance: float = BF16_LOGIT_TOLERANCE, strategy: str | None = None) -> dict:
+    """Pretrain under `accelerate launch` (1 process); ok when the loss falls, export == live within `tolerance`,
+    and the run ran `strategy` (when given): a launch config silently replaced would otherwise pass."""
     out = Path(tempfile.mkdtemp(prefix=f"gpu_check-{name}-"))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
     if accelerate_config:
@@ -189,25 +196,33 @@ def launch(name: str, accelerate_config: str | None, overrides: list[str], timeo
     if done.returncode != 0 or not (out / "gpu_check.json").exists():
         return {"ok": False, "error": done.stderr.strip()[-2000:]}
     result = json.loads((out / "gpu_check.json").read_text())
-    result["ok"] = result["loss_falls"] and result["export_vs_live_max_logit_diff"] <= tolerance
+    result["ok"] = (result["loss_falls"] and result["export_vs_live_max_logit_diff"] <= tolerance
+                    and strategy in (None, result["strategy"]))
     return {**result, "output_dir": str(out)}
 
 
-def qlora() -> dict:
-    """(4) a tiny pretrained export, then 10 QLoRA steps on the chat sample; the adapter loads with PEFT."""
-    why = pip_install("bitsandbytes", "bitsandbytes")
-    if why is not None:
-        return {"ok": False, "skipped": why}
-    base = launch("qlora-base", None, TINY_RUN)
+@functools.lru_cache(maxsize=None)  # one base for the QLoRA and FSDP2 + LoRA cells
+def tiny_base() -> dict:
+    """A tiny pretrained export (20 steps) for the adapter cells."""
+    return launch("adapter-base", None, TINY_RUN)
+
+
+def finetune_lora(name: str, accelerate_config: str | None, overrides: list[str], timeout: int = 300) -> dict:
+    """10 adapter steps on the chat sample from `tiny_base()` (1 process, under `accelerate_config` when given):
+    loss falls and the adapter loads with PEFT. Returns the result, with the summary's strategy."""
+    base = tiny_base()
     if not base.get("ok"):
         return {"ok": False, "error": "pretraining the base failed", "base": base}
     base_dir = Path(base["output_dir"]) / "model"
-    out = Path(tempfile.mkdtemp(prefix="gpu_check-qlora-"))
-    cmd = [sys.executable, "scripts/finetune.py", "configs/recipes/finetune_lora_tiny.yaml",
-           f"output_dir={out}", f"model.name_or_path={base_dir}", "adapter.method=qlora", "adapter.merge=false",
-           "train.max_steps=10", "train.log_every=1", "train.save_every=null", "eval.every=10",
-           "train.report_to=[none]"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=repo_env())
+    out = Path(tempfile.mkdtemp(prefix=f"gpu_check-{name}-"))
+    head = [sys.executable]
+    if accelerate_config:
+        head = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--config_file",
+                str(REPO / "configs" / "accelerate" / accelerate_config)]
+    cmd = [*head, "scripts/finetune.py", "configs/recipes/finetune_lora_tiny.yaml", f"output_dir={out}",
+           f"model.name_or_path={base_dir}", "train.max_steps=10", "train.log_every=1", "train.save_every=null",
+           "eval.every=10", "train.report_to=[none]", *overrides]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=repo_env())
     if done.returncode != 0:
         return {"ok": False, "error": done.stderr.strip()[-2000:]}
     summary = json.loads((out / "summary.json").read_text())
@@ -216,7 +231,30 @@ def qlora() -> dict:
 
     loaded = AutoPeftModelForCausalLM.from_pretrained(str(out / "adapter"))
     return {"ok": losses[-1] < losses[0], "first_loss": losses[0], "last_loss": losses[-1],
-            "adapter_loads_with_peft": type(loaded).__name__}
+            "strategy": summary.get("strategy"), "adapter_loads_with_peft": type(loaded).__name__,
+            "output_dir": str(out)}
+
+
+def qlora() -> dict:
+    """(4) 10 QLoRA steps on the tiny export: loss falls, the adapter loads with PEFT."""
+    why = pip_install("bitsandbytes", "bitsandbytes")
+    if why is not None:
+        return {"ok": False, "skipped": why}
+    return finetune_lora("qlora", None, ["adapter.method=qlora", "adapter.merge=false"])
+
+
+def fsdp2_lora() -> dict:
+    """(5) 10 LoRA steps under configs/accelerate/fsdp.yaml: loss falls, the run states FSDP2, the adapter loads
+    with PEFT and the merged model (folded on the main process) loads with transformers."""
+    result = finetune_lora("fsdp2-lora", "fsdp.yaml", ["adapter.method=lora", "adapter.merge=true"])
+    if "output_dir" not in result:
+        return result
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(Path(result["output_dir"]) / "merged"))
+    result["merged_loads"] = type(merged).__name__
+    result["ok"] = result["ok"] and result["strategy"] == "FSDP2"
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         launched_pretraining(Path(argv[1]), argv[2:])
         return 0
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="throughput,parity,zero3,fsdp2,qlora,compile")
+    ap.add_argument("--only", default=",".join(CHECKS))
     a = ap.parse_args(argv)
     import torch
 
@@ -240,9 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         "parity": lambda: ({"skipped": why} if (why := pip_install("flash_attn", "flash-attn")) else
                            {"flash_packing_parity": flash_packing_parity(),
                             "flash_packing_leak_without_varlen": flash_packing_parity(varlen=False)}),
-        "zero3": lambda: launch("zero3", "zero3.yaml", TINY_RUN),
-        "fsdp2": lambda: launch("fsdp2", "fsdp.yaml", TINY_RUN),
+        "zero3": lambda: launch("zero3", "zero3.yaml", TINY_RUN, strategy="ZeRO-3"),
+        "fsdp2": lambda: launch("fsdp2", "fsdp.yaml", TINY_RUN, strategy="FSDP2"),
         "qlora": qlora,
+        "fsdp2_lora": fsdp2_lora,
         # fp32 master weights on one GPU: the live logits and the export's agree to fp32 rounding.
         "compile": lambda: launch("compile", None, [*TINY_RUN, "train.compile=true"], tolerance=1e-4),
     }

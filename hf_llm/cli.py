@@ -24,12 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 from . import __version__
 from .config import RunConfig, load_config, parse_cli
 from .errors import HfLlmError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_recipe(name: str) -> str:
-    return str(REPO_ROOT / "configs" / "recipes" / name)
+from .shipped import shipped_file
 
 
 @dataclass(frozen=True)
@@ -40,8 +35,9 @@ class Command:
     summary: str
     job: str
     schema: Optional[str] = None  # its config dataclass; None for a command with flags of its own (push)
-    recipe: Optional[str] = None  # default recipe, relative to the checkout
+    recipe: Optional[str] = None  # default recipe, relative to the checkout (a wheel ships it: hf_llm.shipped)
     info_logging: bool = False  # the job reports its progress through `logging`
+    usage: str = ""  # the arguments of a command with flags of its own (schema None), for `hf-llm --help`
 
 
 COMMANDS: dict[str, Command] = {
@@ -68,7 +64,12 @@ COMMANDS: dict[str, Command] = {
         "hf_llm.evaluation:run_evaluation", "hf_llm.config:EvaluateConfig"),
     "push": Command(
         "upload an export (OUTPUT_DIR/model), an adapter or a prepared data folder to the Hugging Face Hub",
-        "hf_llm.cli:push_main"),
+        "hf_llm.cli:push_main",
+        usage="PATH REPO_ID [--private] [--revision R] [--repo-type T] [--endpoint URL] [--retries N]"),
+    "gguf": Command(
+        "write an exported model folder as one GGUF file for llama.cpp, Ollama or LM Studio (Llama models, byte-level "
+        "BPE tokenizers; the tokenizer is declared so llama.cpp splits text exactly as it does)",
+        "hf_llm.cli:gguf_main", usage="MODEL_DIR [--outfile FILE.gguf] [--outtype f32|f16|q8_0]"),
 }
 
 
@@ -101,8 +102,10 @@ def run_command(name: str, argv: Optional[list[str]] = None, prog: Optional[str]
         return _load(cmd.job)(argv, prog)
     if cmd.info_logging:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    recipe = str(REPO_ROOT / cmd.recipe) if cmd.recipe else None
-    return run_cli(_load(cmd.job), recipe, argv, _load(cmd.schema), prog=prog, summary=cmd.summary)
+    recipe = str(shipped_file(cmd.recipe)) if cmd.recipe else None
+    # The job's module (torch, transformers) is imported once the config has parsed: a config error costs no import.
+    return run_cli(lambda cfg: _load(cmd.job)(cfg), recipe, argv, _load(cmd.schema), prog=prog,
+                   summary=cmd.summary)
 
 
 def run_cli(job: Callable, recipe: Optional[str], argv: Optional[list[str]] = None, schema: type = RunConfig,
@@ -153,6 +156,27 @@ def push_main(argv: list[str], prog: str = "hf-llm push") -> int:
     return 0
 
 
+def gguf_main(argv: list[str], prog: str = "hf-llm gguf") -> int:
+    """`gguf MODEL_DIR [--outfile F] [--outtype T]`: the same writer as a job's `export.gguf=T`."""
+    from .gguf import OUTTYPES, export_gguf, job_gguf_path
+
+    parser = argparse.ArgumentParser(prog=prog, description=COMMANDS["gguf"].summary + ".")
+    parser.add_argument("model_dir", help="an exported model folder (OUTPUT_DIR/model, merged/, or any Llama folder)")
+    parser.add_argument("--outfile", default=None, help="default: MODEL_DIR/model-OUTTYPE.gguf")
+    parser.add_argument("--outtype", choices=OUTTYPES, default="f16",
+                        help="f32 (exact), f16 (default, as llama.cpp's converter) or q8_0 (8-bit blocks)")
+    args = parser.parse_args(argv)
+    outfile = args.outfile or job_gguf_path(Path(args.model_dir), args.outtype)
+    try:
+        path = export_gguf(args.model_dir, outfile, args.outtype)
+    except HfLlmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.outtype}); run it with llama.cpp: "
+          f"llama-cli -m {path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------- help
 
 
@@ -160,8 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     lines = []
     for name, cmd in COMMANDS.items():
         lines.append(f"  {name:<13} " + "\n                ".join(textwrap.wrap(cmd.summary, 92)))
-        keys = ("PATH REPO_ID [--private] [--revision R] [--repo-type T] [--endpoint URL] [--retries N]"
-                if cmd.schema is None else " ".join(top_level_keys(_load(cmd.schema))))
+        keys = cmd.usage if cmd.schema is None else " ".join(top_level_keys(_load(cmd.schema)))
         lines.append("                keys: " + "\n                      ".join(textwrap.wrap(keys, 86)))
     epilog = (
         "commands (each takes [RECIPE.yaml] [key=value ...], the arguments of its script in scripts/):\n"
@@ -208,7 +231,8 @@ def command_help(schema: type, recipe: Optional[str], prog: str, summary: str = 
         f"usage: {prog} [RECIPE.yaml] [key=value ...]", "",
         *textwrap.wrap(summary, 116), "",
         "A recipe is a YAML file of these keys (nested by section); each key=value on the command line overrides one",
-        "(lists: key=[a,b]; a list of sections: key=[{path: a.jsonl}]). Unknown keys are an error.", "",
+        "(lists: key=[a,b]; a list of sections: key=[{path: a.jsonl}]). Unknown keys are an error, and so is a value",
+        "outside the domain shown in [brackets] (checked before any work starts).", "",
         f"config keys (values: {source}):",
         *lines,
     ])
@@ -226,7 +250,10 @@ def config_rows(schema: type, values: Any, prefix: str = "") -> Iterator[tuple[s
     of one item as `key[].sub` with the item defaults."""
     from .config import _field_type, _list_item_type
 
+    from .config.domains import domains_of
+
     why = field_comments(schema)
+    domains = {name: str(d) for name, d in domains_of(schema).items() if str(d)}
     for f in dataclasses.fields(schema):
         key = prefix + f.name
         ftype = _field_type(schema, f.name)
@@ -234,7 +261,10 @@ def config_rows(schema: type, values: Any, prefix: str = "") -> Iterator[tuple[s
         if dataclasses.is_dataclass(ftype):
             yield from config_rows(ftype, value, f"{key}.")
             continue
-        yield key, _inline(value), why.get(f.name, "")
+        comment = why.get(f.name, "")
+        if f.name in domains:  # what the field may hold, as load_config checks it
+            comment = f"[{domains[f.name]}] {comment}".strip()
+        yield key, _inline(value), comment
         item = _list_item_type(schema, f.name)
         if item is not None:
             yield from config_rows(item, None, f"{key}[].")

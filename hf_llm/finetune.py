@@ -10,18 +10,19 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
 from .config import RunConfig
+from .config.domains import AT_LEAST_1, TEXT, Checked, OneOf, Range
 from .errors import ConfigError
 from .model import build_model_config, load_pretrained, max_positions
 from .sft import SFTConfig, SFTData, build_sft_datasets, complete_tokenizer
 from .io import publishing
 from .train.checkpoint import LoopState, export_model, strip_compile_prefix, unwrap_for_export
 from .train.collate import PackedCollator, PaddingCollator, needs_varlen_kwargs
-from .train.run import TrainData, fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, strategy_name, wait_for_main
 from .train.stages import BlockStage
 from .train.samplers import LengthGroupedSampler
 
@@ -30,6 +31,11 @@ METHODS = ("full", "lora", "qlora")
 
 @dataclass
 class AdapterConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "method": OneOf(METHODS), "r": AT_LEAST_1, "alpha": AT_LEAST_1, "dropout": Range(0, 1, hi_open=True),
+        "target_modules": Checked("all-linear or a list of module names", 7),
+    }
+
     method: str = "lora"  # full | lora | qlora (4-bit nf4 base, CUDA + bitsandbytes only)
     r: int = 16  # LoRA rank: capacity of the update; 8-64 covers most SFT
     alpha: int = 32  # LoRA scale is alpha / r; keeping alpha = 2r keeps the LR meaningful across ranks
@@ -56,6 +62,10 @@ class AdapterConfig:
 
 @dataclass
 class FinetuneRunConfig(RunConfig):
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "output_dir": TEXT,
+    }
+
     output_dir: str = "runs/finetune"  # adapter/ or model/, merged/, checkpoints/, logs/, config.yaml, summary.json
     sft: SFTConfig = field(default_factory=SFTConfig)  # data formats, chat template, masking, length, packing
     adapter: AdapterConfig = field(default_factory=AdapterConfig)  # what is trained and what is written
@@ -99,6 +109,9 @@ def check_finetune_config(cfg: FinetuneRunConfig) -> tuple[str, Any]:
         raise ConfigError("model.overrides are not applied when fine-tuning: the base model's config is used as is")
     if cfg.data.prepared:
         raise ConfigError("data.prepared holds packed pretraining blocks; fine-tuning reads data.sources")
+    if cfg.export.gguf and cfg.adapter.method != "full" and not cfg.adapter.merge:
+        raise ConfigError("export.gguf needs plain weights: set adapter.merge=true (the GGUF is written from merged/) "
+                          "or adapter.method=full")
     precision = resolve_precision(cfg.train.precision)
     if cfg.adapter.method == "qlora":
         check_qlora_available()
@@ -189,6 +202,10 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
 
     precision, model_config = check_finetune_config(cfg)
     tokenizer, notes = load_sft_tokenizer(cfg, model_config)
+    if cfg.export.gguf:  # an architecture or tokenizer GGUF cannot declare fails now, not after training
+        from .gguf import check_exportable
+
+        check_exportable(model_config, tokenizer)
     started = time.perf_counter()
     accelerator, out, cfg = start_run(cfg, precision)  # cfg: the run's, with grad_accum_steps resolved
     # The main process writes the datasets cache first, the others then read it (main_process_first, with a
@@ -221,7 +238,7 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
                            tokenizer=tokenizer)
     state, model = fit(cfg, accelerator, model, train_data, precision, out, description=description)
     summary = _summary(cfg, data, state, trainable, total, precision, notes, tokenizer, accelerator.num_processes,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, strategy_name(accelerator))
     card = _model_card(cfg, model_config, total, data, summary, tokenizer, adapter_folder=cfg.adapter.method != "full")
     if cfg.adapter.method == "full":
         summary["model_dir"] = str(export_model(accelerator, model, tokenizer, out / "model", card))
@@ -234,6 +251,10 @@ def run_finetuning(cfg: FinetuneRunConfig) -> dict[str, Any]:
                 merge_adapter(cfg, out / "adapter", tokenizer, out / "merged", merged_card)
             accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if cfg.export.gguf:  # from the plain weights: model/ (full) or merged/ (checked before training)
+            from .gguf import write_job_gguf
+
+            summary["gguf"] = write_job_gguf(Path(summary.get("merged_dir") or summary["model_dir"]), cfg.export.gguf)
         if cfg.hub.push:  # the adapter (or the full model); a failure is reported with its retry command, not raised
             from .hub import finish_pushes
 
@@ -280,7 +301,7 @@ def merge_adapter(cfg: FinetuneRunConfig, adapter_dir: Path, tokenizer, out_dir:
 
 
 def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable: int, total: int, precision: str,
-             notes: dict[str, str], tokenizer, world: int, seconds: float) -> dict[str, Any]:
+             notes: dict[str, str], tokenizer, world: int, seconds: float, strategy: str) -> dict[str, Any]:
     from .train.summary import run_summary
 
     examples_seen = state.step * cfg.train.micro_batch_size * cfg.train.grad_accum_steps * world
@@ -298,11 +319,11 @@ def _summary(cfg: FinetuneRunConfig, data: SFTData, state: LoopState, trainable:
         # Frozen weights get no weight gradient: MFU charges them 4 FLOPs per token, not 6 (hf_llm.estimate).
         "mfu_flops_per_token": ("6N + attention" if cfg.adapter.method == "full"
                                 else "4N + 2N_trainable + attention (frozen base weights get no weight gradient)"),
-    })
+    }, strategy)
 
 
-TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "precision",
-                 "median_mfu", "mfu_flops_per_token")  # the card's Training table
+TRAINING_KEYS = ("method", "trainable_parameters", "steps", "epochs", "train_seconds", "processes", "strategy",
+                 "precision", "median_mfu", "mfu_flops_per_token")  # the card's Training table
 
 
 def _model_card(cfg: FinetuneRunConfig, model_config, total: int, data: SFTData, summary: dict, tokenizer,
@@ -349,12 +370,13 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{dropped['truncated']} truncated, {dropped['dropped']} dropped (too long), "
         f"{dropped['no_targets']} dropped (no target left)",
         f"steps             {s['steps']:,} ({s['epochs']} epochs), {s['train_seconds']:.0f} s training, "
-        f"{s['processes']} process(es), {s['precision']}",
+        f"{s['processes']} process(es), {s['strategy']}, {s['precision']}",
         *run_lines(s),
         f"pad token         {s['pad_token']}",
         f"chat template     {s['chat_template_source']}",
     ]
     outputs = [f"{label:<18}{s[key]}" for key, label in (("adapter_dir", "adapter (PEFT)"),
-                                                          ("merged_dir", "merged model"), ("model_dir", "model"))
+                                                          ("merged_dir", "merged model"), ("model_dir", "model"),
+                                                          ("gguf", "gguf (llama.cpp)"))
                if key in s]
     return frame("fine-tuning", s, facts, [*outputs, f"config, summary   {s['output_dir']}/config.yaml, summary.json"])

@@ -11,19 +11,22 @@ import yaml
 
 from .config import ModelConfig
 from .errors import ConfigError
+from .shipped import shipped_file, shipped_path
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
+
+def preset_dir() -> Path:
+    return shipped_file("configs/models")
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:
     """A preset by name (configs/models/NAME.yaml) or by path to a YAML file of config attributes."""
-    path = Path(name_or_path)
+    path = Path(shipped_path(name_or_path))
     if not path.suffix:
-        path = PRESET_DIR / f"{name_or_path}.yaml"
+        path = preset_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(f"model preset {name_or_path!r} not found; choose one of {list_presets()} or give a YAML path")
     values = yaml.safe_load(path.read_text()) or {}

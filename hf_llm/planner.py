@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import yaml
 
 from .config import ModelConfig
+from .config.domains import AT_LEAST_1, POSITIVE, TEXT, OneOf, Range
 from .errors import ConfigError
 from .estimate import (
     GPU_PEAK_FLOPS,
@@ -26,6 +27,7 @@ from .estimate import (
     training_time_seconds,
 )
 from .model import build_model_config
+from .shipped import shipped_file, shipped_path
 
 # Memory per GPU in GB (datasheets), for the memory check when gpu_memory_gb is not given.
 GPU_MEMORY_GB = {
@@ -37,6 +39,13 @@ GPU_MEMORY_GB = {
 
 @dataclass
 class PlanConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "seq_len": AT_LEAST_1, "tokens": POSITIVE, "gpu": TEXT, "gpus": AT_LEAST_1, "nodes": AT_LEAST_1,
+        "hours": POSITIVE, "gpu_memory_gb": POSITIVE, "mfu": Range(0, 1, lo_open=True),
+        "precision": OneOf(("fp8", "bf16", "fp16", "tf32", "fp32")), "global_batch_tokens": AT_LEAST_1,
+        "write_dir": TEXT,
+    }
+
     model: ModelConfig = field(default_factory=lambda: ModelConfig(preset="1b"))
     seq_len: int = 2048
     tokens: Optional[float] = None  # training tokens; None = the budget's tokens, else Chinchilla-optimal for the model
@@ -143,9 +152,19 @@ def write_launch_files(p: dict[str, Any], cfg: PlanConfig, out_dir: str | Path) 
         raise ConfigError("nothing fits, so there is no launch to write")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shipped = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / f"{'ddp' if rec['strategy'] == 'ddp' else rec['strategy']}.yaml"
+    shipped = shipped_file(f"configs/accelerate/{rec['strategy']}.yaml")
     launch = yaml.safe_load(shipped.read_text())
     launch.update(num_processes=cfg.gpus, num_machines=cfg.nodes)
+    paths = [out / "accelerate.yaml", out / "recipe.yaml"]
+    ds = launch.get("deepspeed_config", {})
+    if ds.get("deepspeed_config_file"):
+        # The shipped config names its DeepSpeed JSON relative to the checkout, which accelerate would resolve from
+        # the launch's working directory: copy the JSON beside it and point at the copy, so the folder is whole (named
+        # as write_dir was given, like the printed launch command: both work from where the plan was written).
+        source = shipped_file(ds["deepspeed_config_file"])
+        paths.append(out / source.name)
+        paths[-1].write_text(source.read_text())
+        ds["deepspeed_config_file"] = str(paths[-1])
     recipe = {
         "model": {k: v for k, v in vars(cfg.model).items() if v not in (None, {}, [])},
         "data": {"seq_len": cfg.seq_len},
@@ -158,7 +177,6 @@ def write_launch_files(p: dict[str, Any], cfg: PlanConfig, out_dir: str | Path) 
             "gradient_checkpointing": bool(rec["checkpointing"]),
         },
     }
-    paths = [out / "accelerate.yaml", out / "recipe.yaml"]
     paths[0].write_text(yaml.safe_dump(launch, sort_keys=False))
     paths[1].write_text(yaml.safe_dump(recipe, sort_keys=False))
     return paths
@@ -170,6 +188,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     if cfg.write_dir:
         for path in write_launch_files(p, cfg, cfg.write_dir):
             print(f"wrote {path}")
-        print(f"launch: accelerate launch --config_file {cfg.write_dir}/accelerate.yaml scripts/pretrain.py "
+        print(f"launch: accelerate launch --config_file {cfg.write_dir}/accelerate.yaml "
+              f"{shipped_path('scripts/pretrain.py')} "
               f"{cfg.write_dir}/recipe.yaml data.sources=[...]")
     return p

@@ -13,7 +13,7 @@ from .model import build_model, build_model_config, count_parameters, max_positi
 from .train.checkpoint import LoopState, export_model
 from .train.metrics import memory_summary
 from .train.collate import PackedCollator, needs_varlen_kwargs
-from .train.run import TrainData, fit, resolve_precision, start_run, wait_for_main
+from .train.run import TrainData, fit, resolve_precision, start_run, strategy_name, wait_for_main
 from .train.stages import TrainStage
 
 
@@ -26,6 +26,10 @@ def check_run_config(cfg: RunConfig) -> tuple[str, Any]:
     check_tasks(cfg.eval.tasks, cfg.eval.harness_tasks)  # a malformed task file fails before data preparation
     precision = resolve_precision(cfg.train.precision)
     model_config = build_model_config(cfg.model)
+    if cfg.export.gguf:
+        from .gguf import check_architecture
+
+        check_architecture(model_config)  # the tokenizer is checked once it exists, still before training
     limit = max_positions(model_config)
     if limit is not None and cfg.data.seq_len > limit:
         raise ConfigError(
@@ -130,6 +134,10 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     from .data.tokenizer import special_token_ids
 
     model_config = build_model_config(cfg.model, len(tokenizer), special_token_ids(tokenizer))
+    if cfg.export.gguf:  # an architecture or tokenizer GGUF cannot declare fails now, not after training
+        from .gguf import check_exportable
+
+        check_exportable(model_config, tokenizer)
     seq_len = cfg.data.seq_len if prep.train is None else len(prep.train[0]["input_ids"])
     if seq_len != cfg.data.seq_len and (cfg.data.prepared or stages):
         accelerator.print(f"note: the prepared data has blocks of {seq_len} tokens; data.seq_len is ignored")
@@ -152,7 +160,8 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     def card_for(st: LoopState) -> tuple[str, dict[str, bytes]]:
         """The card (and its pictures) of an export at the loop's current state."""
         files = model_card_pictures(st.history)
-        interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+        interim = _summary(cfg, prep, st, n_params, precision, accelerator.num_processes, time.perf_counter() - started,
+                           strategy_name(accelerator))
         return _model_card(cfg, model_config, n_params, data_card(st), interim, pictures=files), files
 
     push_hook, pusher = checkpoint_push_hook(cfg.hub, accelerator, tokenizer, out, card_for)
@@ -161,13 +170,17 @@ def run_pretraining(cfg: RunConfig) -> dict[str, Any]:
     state, model = fit(cfg, accelerator, model, data, precision, out,
                        description=f"model: {model_config.model_type}, {n_params:,} parameters",
                        on_checkpoint=push_hook)
-    summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started)
+    summary = _summary(cfg, prep, state, n_params, precision, accelerator.num_processes, time.perf_counter() - started,
+                       strategy_name(accelerator))
     summary.update(memory_summary(accelerator, model, cfg.train, model_config, seq_len))
     if stages is not None:
         summary["stages"] = data_card(state)["stages"]
     card, files = card_for(state)
     export_dir = export_model(accelerator, model, tokenizer, out / "model", card, extra_files=files)
     if accelerator.is_main_process:
+        from .gguf import write_job_gguf
+
+        summary["gguf"] = write_job_gguf(export_dir, cfg.export.gguf)  # before the push, which then carries it
         summary["samples"] = sample_export(export_dir, cfg.eval.sample_prompts, cfg.eval.sample_max_new_tokens,
                                               cfg.eval.sample_temperature, cfg.train.seed)
         if cfg.hub.push:  # after the samples, which prove the export loads; a failure is reported, not raised
@@ -217,17 +230,18 @@ def sample_export(model_dir: Path, prompts: list[str], max_new_tokens: int, temp
     return generate_samples(model, tok, prompts, max_new_tokens, temperature, 0.95, seed)
 
 
-def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float) -> dict[str, Any]:
+def _summary(cfg, prep, state: LoopState, n_params: int, precision: str, world: int, seconds: float,
+             strategy: str) -> dict[str, Any]:
     from .train.summary import run_summary
 
     epochs = None if prep.train is None else round(state.tokens_seen / max(1, prep.card["train"]["tokens"]), 3)
     return run_summary(cfg, state, precision, world, seconds, {
         "parameters": n_params, "tokens_seen": state.tokens_seen, "epochs": epochs,
         "unigram_val_loss": prep.card.get("unigram_validation_loss"),
-    })
+    }, strategy)
 
 
-TRAINING_KEYS = ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "precision",
+TRAINING_KEYS = ("steps", "tokens_seen", "epochs", "train_seconds", "processes", "strategy", "precision",
                  "median_tokens_per_second", "median_mfu")  # the card's Training table
 
 
@@ -250,7 +264,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"parameters        {s['parameters']:,}",
         f"steps / tokens    {s['steps']:,} steps, {s['tokens_seen']:,} tokens ({na(s['epochs'], 'g')} epochs)",
         f"time              {s['train_seconds']:.0f} s training, {s['wall_seconds']:.0f} s in all, "
-        f"{s['processes']} process(es), {s['precision']}",
+        f"{s['processes']} process(es), {s['strategy']}, {s['precision']}",
         f"throughput        {na(s['median_tokens_per_second'], ',.0f')} tokens/s, MFU {na(s['median_mfu'], '.1%')}",
         *run_lines(s),
         *(f"data stage        {st['name']}: {st['steps']:,} steps, {st['tokens']:,} tokens ({st['sources']})"
@@ -258,6 +272,7 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     outputs = [
         f"model (Hub-ready) {s['output_dir']}/model",
+        *([f"gguf (llama.cpp) {s['gguf']}"] if s.get("gguf") else []),
         f"checkpoints       {s['output_dir']}/checkpoints",
         f"tensorboard       tensorboard --logdir {s['output_dir']}/logs",
         f"config, summary   {s['output_dir']}/config.yaml, summary.json",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
 from .config import DataConfig, SourceConfig
+from .config.domains import TEXT, OneOf, Range
 from .errors import ConfigError
 from .data.pipeline import split_documents
 from .data.mixture import mixture_counts, sample_indices, validation_share, validation_size
@@ -40,6 +41,12 @@ _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 @dataclass
 class SFTConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "format": OneOf(SFT_FORMATS), "messages_field": TEXT, "prompt_field": TEXT, "completion_field": TEXT,
+        "instruction_field": TEXT, "input_field": TEXT, "output_field": TEXT, "max_length": Range(2),
+        "overflow": OneOf(OVERFLOW), "chat_template": TEXT,
+    }
+
     format: str = "auto"  # auto | messages | prompt_completion | alpaca | text; auto picks by the columns present
     messages_field: str = "messages"  # messages: a list of {role, content} per row
     prompt_field: str = "prompt"  # prompt_completion: the user's side

@@ -13,18 +13,27 @@ import difflib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
+from ..shipped import shipped_path
 from .data_steps import CleanConfig, DecontamConfig, DedupConfig
+from .domains import (AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, TEXT, Checked, OneOf, Range,
+                      check_values)
 from .presets import preset_layers, presets_resolved
 
 
 @dataclass
 class ModelConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "preset": TEXT, "name_or_path": TEXT, "model_type": TEXT, "revision": TEXT,
+        "attn_implementation": TEXT,  # any transformers backend name, checked when the model is built
+        "pad_vocab_multiple": AT_LEAST_1,
+    }
+
     preset: Optional[str] = "tiny"  # a name in configs/models/ or a path to a preset YAML
     name_or_path: Optional[str] = None  # an existing model (local folder or Hub id): its config, or weights to fine-tune
     model_type: Optional[str] = None  # any transformers model_type (gpt2, qwen2, mistral, ...), shaped by `overrides`
@@ -37,6 +46,11 @@ class ModelConfig:
 
 @dataclass
 class TokenizerConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "name_or_path": TEXT, "vocab_size": Range(64), "min_frequency": NON_NEGATIVE, "eos_token": TEXT,
+        "pad_token": TEXT, "max_train_documents": AT_LEAST_1,
+    }
+
     name_or_path: Optional[str] = None  # existing tokenizer (folder or Hub id); None trains a byte-level BPE
     vocab_size: int = 8192  # for a trained tokenizer; small vocabularies suit small models and corpora
     min_frequency: int = 2  # merges seen fewer times are noise on small corpora
@@ -48,6 +62,12 @@ class TokenizerConfig:
 
 @dataclass
 class SourceConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "path": TEXT, "format": OneOf(("auto", "txt", "jsonl", "json", "parquet", "csv", "hub")), "text_field": TEXT,
+        "txt_sample_by": OneOf(("document", "paragraph", "line")), "weight": NON_NEGATIVE, "name": TEXT, "split": TEXT,
+        "revision": TEXT,
+    }
+
     path: str = "data/sample/corpus.jsonl.gz"  # file, folder, glob, or Hub dataset id (with format: hub)
     format: str = "auto"  # auto | txt | jsonl | json | parquet | csv | hub
     text_field: str = "text"  # column holding the document text
@@ -65,6 +85,10 @@ PACKINGS = ("concat", "best_fit")
 class StageConfig:
     """One phase of a staged mixture (`data.stages`): its own sources, active until a step or token boundary."""
 
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "prepared": TEXT, "until_step": AT_LEAST_1, "until_tokens": AT_LEAST_1, "name": TEXT,
+    }
+
     sources: list[SourceConfig] = field(default_factory=list)  # this stage's mixture; weights are shares within it
     prepared: Optional[str] = None  # instead of sources: a folder from scripts/prepare_data.py (the same tokenizer)
     until_step: Optional[int] = None  # the stage ends after this many optimizer steps of the run (not of the stage)
@@ -74,6 +98,12 @@ class StageConfig:
 
 @dataclass
 class DataConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "prepared": TEXT, "seq_len": Range(2), "validation_fraction": Range(0, 1, lo_open=True, hi_open=True),
+        "max_validation_documents": AT_LEAST_1, "mix_by": OneOf(("documents", "tokens")), "num_proc": AT_LEAST_1,
+        "seed": SEED, "packing": OneOf(PACKINGS), "best_fit_window": AT_LEAST_1, "max_document_bytes": AT_LEAST_1,
+    }
+
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     # A list of mixtures run one after the other (e.g. a main phase, then an annealing phase on better sources);
     # replaces `sources`. See hf_llm/data/stages.py.
@@ -85,9 +115,12 @@ class DataConfig:
     mix_by: str = "documents"  # documents | tokens: what a source weight is a share of
     num_proc: int = 1  # worker processes for datasets.map
     seed: int = 1234  # shuffling, mixing and the train/validation split
-    lazy_read: bool = False  # read sources lazily in several passes: memory stays flat, the result is the same
+    lazy_read: bool = False  # deprecated, no effect: preparation always reads sources lazily, pass by pass (flat memory)
     stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
-    strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
+    strict: bool = False  # an unreadable record (bad JSON or UTF-8, wrong type, too long, a cut file) stops the run
+    # A longer document (a JSON Lines record, a txt line/paragraph/file, a text value) is rejected as too_long when
+    # read, before cleaning, and a JSON Lines or txt one is never held whole: memory stays bounded by the limit.
+    max_document_bytes: Optional[int] = 8 * 2**20
     packing: str = "concat"  # concat (concatenate and chunk: no padding) | best_fit (whole documents, padded)
     best_fit_window: int = 1000  # documents best_fit packs together: larger wastes less padding, costs more time
     save_documents: bool = False  # also write documents/: the kept, cleaned documents with all their columns
@@ -114,6 +147,13 @@ class DataConfig:
             raise ConfigError(f"data.language_min_score must be in [0, 1], got {self.language_min_score}")
         if self.mix_by not in ("documents", "tokens"):
             raise ConfigError(f"data.mix_by must be 'documents' or 'tokens', got {self.mix_by!r}")
+        if not self.sources and not self.stages and self.prepared is None:
+            raise ConfigError("data.sources is empty: name at least one source, e.g. data.sources=[{path: "
+                              "corpus.jsonl}], or read a prepared folder with data.prepared=PATH")
+        if self.lazy_read:
+            warnings.warn("data.lazy_read (formerly data.streaming) is deprecated and has no effect: data preparation "
+                          "always reads the sources lazily, pass by pass, with flat memory; remove it from the recipe",
+                          FutureWarning, stacklevel=2)
         if self.stages:
             check_stages(self)
             # The default corpus stands for "no sources given"; with stages the run reads only the stages' sources,
@@ -166,23 +206,29 @@ EXECUTOR_KINDS = ("process", "local", "slurm", "ray")
 
 @dataclass
 class ExecutorConfig:
-    """Where prepare_data runs: in this process, or as datatrove stages on many (hf_llm/data/executor.py)."""
+    """Where prepare_data runs its passes: in this process, or on datatrove executors (hf_llm/data/executor.py)."""
+
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "kind": OneOf(EXECUTOR_KINDS), "tasks": AT_LEAST_1, "dedup_tasks": AT_LEAST_1, "workers": Range(1, also=(-1,)),
+        "work_dir": TEXT, "partition": TEXT, "time": TEXT, "cpus_per_task": AT_LEAST_1, "mem_per_cpu_gb": POSITIVE,
+        "qos": TEXT, "job_name": TEXT, "env_command": TEXT, "depends_job_id": TEXT,
+    }
 
     kind: str = "process"  # process (in this process) | local (worker processes) | slurm | ray
     tasks: int = 4  # shards of the input files, and of the packed output; a task reads whole files
     dedup_tasks: int = 4  # exact dedup: hash partitions; near dedup: groups of LSH bands
     workers: int = -1  # tasks run at once (local: processes; slurm: array throttle; ray: actors); -1 = all
-    work_dir: Optional[str] = None  # shards between stages, logs and completion markers; None = OUTPUT_DIR.executor
-    # Slurm (ignored elsewhere): one array job per stage, each afterok the previous
+    work_dir: Optional[str] = None  # shards between passes, logs and completion markers; None = OUTPUT_DIR.executor
+    # Slurm (ignored elsewhere): one array job per pass, each afterok the previous
     partition: Optional[str] = None
     time: str = "04:00:00"  # wall time of each task
     cpus_per_task: int = 1
     mem_per_cpu_gb: float = 2.0
     qos: Optional[str] = None
-    job_name: str = "hf_llm-data"  # stage jobs are JOB_NAME-clean, JOB_NAME-exact, ...
+    job_name: str = "hf_llm-data"  # pass jobs are JOB_NAME-clean, JOB_NAME-exact, ...
     env_command: Optional[str] = None  # e.g. "source /path/.venv/bin/activate"; run at the start of each job
     sbatch_args: dict[str, Any] = field(default_factory=dict)  # more #SBATCH lines, e.g. {account: proj}
-    depends_job_id: Optional[str] = None  # the first stage waits for this job (e.g. the job that downloads data)
+    depends_job_id: Optional[str] = None  # the first pass waits for this job (e.g. the job that downloads data)
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTOR_KINDS:
@@ -197,15 +243,16 @@ class ExecutorConfig:
 class PrepareDataConfig:
     """`scripts/prepare_data.py`: sources → cleaned, deduplicated, tokenised, packed folder (see configs/data/)."""
 
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "output_dir": TEXT,
+    }
+
     output_dir: str = "outputs/data/sample"  # train/ validation/ rejects/ tokenizer/ data_card.json DATA_CARD.md
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # in process, or datatrove's executors
 
     def __post_init__(self) -> None:
-        if self.executor.kind != "process" and self.data.mix_by == "tokens" and len(self.data.sources) > 1:
-            raise ConfigError("data.mix_by=tokens is not supported on an executor yet (it needs every source's mean "
-                              "token count before packing); use mix_by=documents or executor.kind=process")
         if self.data.prepared is not None:
             raise ConfigError("data.prepared names a folder to read; prepare_data writes one (set output_dir instead)")
         if self.data.stages:
@@ -247,6 +294,19 @@ def resolve_report_to(report_to: Any, tensorboard_alias: Optional[bool]) -> list
 
 @dataclass
 class TrainConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "micro_batch_size": AT_LEAST_1, "grad_accum_steps": AT_LEAST_1, "global_batch_size": AT_LEAST_1,
+        "max_steps": AT_LEAST_1, "max_tokens": AT_LEAST_1, "lr": POSITIVE, "min_lr_ratio": FRACTION,
+        "warmup_steps": NON_NEGATIVE, "schedule": OneOf(SCHEDULES), "decay_fraction": Range(0, 1, lo_open=True),
+        "weight_decay": NON_NEGATIVE, "beta1": Range(0, 1, hi_open=True), "beta2": Range(0, 1, hi_open=True),
+        "eps": POSITIVE, "max_grad_norm": POSITIVE, "precision": OneOf(PRECISIONS),
+        "compile": OneOf(AUTO_TRUE_FALSE, fold_case=True), "fused_loss": OneOf(AUTO_TRUE_FALSE, fold_case=True),
+        "seed": SEED, "log_every": AT_LEAST_1, "save_every": AT_LEAST_1, "keep_last": AT_LEAST_1, "resume_from": TEXT,
+        "init_from": TEXT, "stop_after_steps": AT_LEAST_1, "dist_timeout_minutes": POSITIVE, "cpu_threads": AT_LEAST_1,
+        "peak_flops": POSITIVE, "project": TEXT,
+        "report_to": Checked("tensorboard, wandb, mlflow (a list) or [none]", "no-such-tracker"),
+    }
+
     micro_batch_size: int = 16  # sequences per forward pass per process
     grad_accum_steps: int = 1  # micro-batches per optimizer step; loss is normalised by target tokens
     global_batch_size: Optional[int] = None  # sequences per optimizer step over all processes; sets grad_accum_steps
@@ -324,6 +384,10 @@ TASK_KINDS = ("multiple_choice", "cloze")
 class TaskConfig:
     """A zero-shot task in a local JSONL file, scored during training (row formats: hf_llm/downstream.py)."""
 
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "path": TEXT, "kind": OneOf(TASK_KINDS), "name": TEXT, "limit": AT_LEAST_1,
+    }
+
     path: str = ""  # multiple_choice rows {"context", "choices", "label"}; cloze rows {"text"} (last word = target)
     kind: str = "multiple_choice"  # multiple_choice (acc, acc_norm) | cloze (acc, perplexity of the last word)
     name: Optional[str] = None  # key in logs and cards (eval/NAME/acc); None = the file name without .jsonl
@@ -340,6 +404,11 @@ class TaskConfig:
 
 @dataclass
 class EvalConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "every": AT_LEAST_1, "max_batches": AT_LEAST_1, "sample_max_new_tokens": AT_LEAST_1,
+        "sample_temperature": POSITIVE, "harness_limit": AT_LEAST_1, "task_batch_size": AT_LEAST_1,
+    }
+
     every: int = 100  # steps between validation passes
     max_batches: Optional[int] = 50  # cap per pass (None = the whole validation set)
     sample_prompts: list[str] = field(default_factory=lambda: ["And it came to pass", "HACKER, n."])
@@ -365,6 +434,11 @@ class EvalConfig:
 class HubConfig:
     """Publishing to the Hugging Face Hub. The token is never a setting: it comes from HF_TOKEN or `hf auth login`,
     so it cannot end up in a saved config or a model card."""
+
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "repo_id": TEXT, "revision": TEXT, "push_every": AT_LEAST_1, "retries": NON_NEGATIVE,
+        "backoff_seconds": NON_NEGATIVE, "endpoint": TEXT,
+    }
 
     push: bool = False  # upload the final export (model/) when the run ends
     repo_id: Optional[str] = None  # "user/name" or "org/name"; required to push
@@ -393,9 +467,30 @@ class HubConfig:
                 raise ConfigError(f"hub.repo_id={self.repo_id!r} is not a valid repository id: {e}") from None
 
 
+GGUF_OUTTYPES = ("f32", "f16", "q8_0")
+
+
+@dataclass
+class ExportConfig:
+    """What the final export writes beside the safetensors folder."""
+
+    DOMAINS: ClassVar[dict] = {"gguf": OneOf(GGUF_OUTTYPES)}  # what each field may hold (hf_llm/config/domains.py)
+
+    # f32 | f16 | q8_0: also write model-TYPE.gguf into the export, for llama.cpp, Ollama, LM Studio (hf_llm/gguf.py;
+    # Llama models with byte-level BPE tokenizers, checked before training); null = none
+    gguf: Optional[str] = None
+
+
+
 @dataclass
 class EvaluateConfig:
     """`scripts/evaluate.py`: perplexity and bits per byte on held-out text, plus generation samples."""
+
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "model": TEXT, "revision": TEXT, "max_documents": AT_LEAST_1, "seq_len": Range(2), "stride": AT_LEAST_1,
+        "batch_size": AT_LEAST_1, "precision": OneOf(("fp32", "bf16", "fp16")), "max_new_tokens": AT_LEAST_1,
+        "temperature": POSITIVE, "top_p": Range(0, 1, lo_open=True), "seed": SEED, "output": TEXT,
+    }
 
     model: str = "runs/tiny/model"  # an exported folder or a Hub model id
     revision: Optional[str] = None  # Hub revision: a branch such as step-400, a tag or a commit
@@ -427,6 +522,10 @@ class EvaluateConfig:
 
 @dataclass
 class RunConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "output_dir": TEXT,
+    }
+
     output_dir: str = "runs/tiny"  # checkpoints/, model/, logs/, config.yaml go here
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -434,6 +533,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         every, save = self.hub.push_every, self.train.save_every
@@ -490,11 +590,50 @@ def _check_keys(user: Any, schema: type, prefix: str, problems: list[str]) -> No
             problems.append(f"unknown key '{prefix}{key}'{hint} (valid: {', '.join(sorted(fields))})")
             continue
         ftype = _field_type(schema, key)
-        if dataclasses.is_dataclass(ftype):
+        shape = _shape_problem(f"{prefix}{key}", ftype, value)
+        if shape:
+            problems.append(shape)
+        elif dataclasses.is_dataclass(ftype):
             _check_keys(value, ftype, f"{prefix}{key}.", problems)
         elif isinstance(value, list) and _list_item_type(schema, key) is not None:
             for i, item in enumerate(value):
                 _check_keys(item, _list_item_type(schema, key), f"{prefix}{key}[{i}].", problems)
+
+
+def _shape_problem(key: str, ftype: Any, value: Any) -> Optional[str]:
+    """Why `value` has the wrong shape for a field of type `ftype` (a section, a list, a mapping or a single
+    value), or None. OmegaConf would fail on it later with a bare TypeError that names no key."""
+    import typing
+
+    if value is None:
+        return None  # whether None is allowed is OmegaConf's type check, which names the key
+    hint = ftype
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union and len(args) == 1:
+        hint = args[0]
+    origin = typing.get_origin(hint)
+    got = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else f"{value!r}"
+    if origin is list or hint is list:
+        item = (typing.get_args(hint) or [Any])[0]
+        example = f"[{{{dataclasses.fields(item)[0].name}: ...}}, ...]" if dataclasses.is_dataclass(item) else "[a,b]"
+        if isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
+            return (f"{_first_leaf(key, value)}: a key=value override cannot change one item of a list; give "
+                    f"{key} whole, {key}={example} (a list of sections is replaced whole), or edit the recipe")
+        if not isinstance(value, list):
+            return f"{key} expects a list, e.g. {key}={example}; got {got}"
+    elif dataclasses.is_dataclass(hint) or origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            return (f"{key} expects a mapping (a section: {key}.KEY=value, or {key}={{KEY: value}}), got {got}")
+    elif hint is not Any and isinstance(value, (dict, list)):
+        return f"{key} expects a single value, got {got}"
+    return None
+
+
+def _first_leaf(key: str, value: Any) -> str:
+    while isinstance(value, dict) and value:
+        k = next(iter(value))
+        key, value = f"{key}.{k}", value[k]
+    return key
 
 
 def _field_type(schema: type, name: str) -> Any:
@@ -521,7 +660,7 @@ def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[st
     """Load `schema` from an optional YAML recipe plus `key=value` overrides; strict about keys and types."""
     layers = []
     if recipe is not None:
-        path = Path(recipe)
+        path = Path(shipped_path(recipe))  # from the working directory, else a shipped recipe of that name
         if not path.is_file():
             raise ConfigError(f"recipe {str(recipe)!r} does not exist; pass a YAML file (see configs/recipes/)")
         try:
@@ -551,6 +690,9 @@ def load_config(recipe: Optional[str | Path] = None, overrides: Optional[list[st
         user = [x for x in layers if x is not None]
         # Presets (data.clean.preset, ...) sit between the defaults and the user's layers: the user's keys win.
         merged = OmegaConf.merge(OmegaConf.structured(schema), *preset_layers(schema, user), *user)
+        problems = check_values(OmegaConf.to_container(merged, resolve=True), schema)
+        if problems:  # before any object is built: its __post_init__ need not cope with out-of-domain values
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
         with presets_resolved():  # the merged values already hold each preset, and the user's keys won over it
             return OmegaConf.to_object(merged)
     except ConfigError:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from ..errors import ConfigError
+from .domains import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, TEXT, OneOf, Range
 from .presets import apply_preset, complete_presets
 
 _DEFAULT_BOILERPLATE = (  # matched case-insensitively at the start of each stripped line
@@ -55,6 +56,10 @@ class NormalizeConfig:
 
 @dataclass
 class PIIConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "email_placeholder": TEXT, "ip_placeholder": TEXT, "phone_placeholder": TEXT,
+    }
+
     enabled: bool = True  # a model must not memorise contact details found in the corpus
     email: bool = True  # e-mail addresses are the most common PII in text
     ip: bool = True  # IPv4 (valid octets) and IPv6 addresses identify machines and people
@@ -67,6 +72,13 @@ class PIIConfig:
 @dataclass
 class GopherQualityConfig:
     """Gopher document rules (Rae et al. 2021, Table A1); None disables one rule."""
+
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "min_words": NON_NEGATIVE, "max_words": AT_LEAST_1, "min_mean_word_length": NON_NEGATIVE,
+        "max_mean_word_length": POSITIVE, "max_hash_ratio": NON_NEGATIVE, "max_ellipsis_ratio": NON_NEGATIVE,
+        "max_bullet_lines": FRACTION, "max_ellipsis_lines": FRACTION, "min_alpha_words": FRACTION,
+        "min_stop_words": NON_NEGATIVE,
+    }
 
     enabled: bool = True  # mild enough for books, scripture and glossaries
     # Judge the prose only: fenced code blocks and doctest sessions are left out of every ratio (not the length),
@@ -97,6 +109,14 @@ class GopherQualityConfig:
 class GopherRepetitionConfig:
     """Gopher repetition rules (Rae et al. 2021, Table A1): maximum fractions; None disables one rule."""
 
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "max_dup_line_frac": FRACTION, "max_dup_para_frac": FRACTION, "max_dup_line_char_frac": FRACTION,
+        "max_dup_para_char_frac": FRACTION, "max_top_2gram_char_frac": FRACTION, "max_top_3gram_char_frac": FRACTION,
+        "max_top_4gram_char_frac": FRACTION, "max_dup_5gram_char_frac": FRACTION, "max_dup_6gram_char_frac": FRACTION,
+        "max_dup_7gram_char_frac": FRACTION, "max_dup_8gram_char_frac": FRACTION, "max_dup_9gram_char_frac": FRACTION,
+        "max_dup_10gram_char_frac": FRACTION,
+    }
+
     enabled: bool = True  # repeated lines and phrases are the clearest sign of templated pages
     skip_code: bool = False  # count repeats in the prose only (code repeats `return`, `}` and fences by design)
     max_dup_line_frac: Optional[float] = 0.30  # duplicated lines / lines
@@ -118,6 +138,10 @@ class GopherRepetitionConfig:
 class C4Config:
     """C4 line and page rules (Raffel et al. 2020); modifies the text by deleting lines."""
 
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "min_words_per_line": NON_NEGATIVE, "max_word_length": AT_LEAST_1, "min_sentences": NON_NEGATIVE,
+    }
+
     enabled: bool = False  # deletes every line without terminal punctuation: guts verse, headwords, glossaries
     require_terminal_punct: bool = True  # keep only lines ending in . ! ? " ' (not "...")
     min_words_per_line: int = 3  # shorter lines are buttons, menus and captions
@@ -134,6 +158,11 @@ class C4Config:
 @dataclass
 class FineWebConfig:
     """FineWeb's extra rules (Penedo et al. 2024, datatrove FineWebQualityFilter)."""
+
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "line_punct_min": FRACTION, "short_line_max": FRACTION, "short_line_chars": NON_NEGATIVE,
+        "dup_line_char_max": FRACTION, "newline_word_max": NON_NEGATIVE,
+    }
 
     enabled: bool = False  # tuned on web pages; rejects dictionaries and any doc with one repeated line
     line_punct_min: float = 0.12  # rejected at or below: fraction of lines ending in . ' " ! ?
@@ -190,6 +219,10 @@ _BY_LANGUAGE["ko"] = {"gopher_quality.min_mean_word_length": 1.5, "gopher_qualit
 class CleanConfig:
     """Cleaning stage: normalise, scrub PII, then filters in the order of the fields below."""
 
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "preset": OneOf(tuple(_CLEAN_PRESETS)),
+    }
+
     PRESETS: ClassVar[dict] = {}  # set below the class: _CLEAN_PRESETS over all the fields any of them names
 
     preset: str = "curated"  # curated | books | code_docs | web | none: the filters' defaults (see _CLEAN_PRESETS)
@@ -238,6 +271,11 @@ class ExactDedupConfig:
 class NearDedupConfig:
     """Defaults chosen by measurement (benchmarks/bench_dedup.py: the Jaccard of edited copies and hard negatives
     on three kinds of text, and the S-curve of each banding); FineWeb's settings are preset=fineweb."""
+
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "preset": OneOf(tuple(_NEAR_PRESETS)), "ngram": AT_LEAST_1, "num_perm": AT_LEAST_1, "bands": AT_LEAST_1,
+        "rows": AT_LEAST_1, "threshold": Range(0, 1, lo_open=True), "seed": SEED,
+    }
 
     PRESETS: ClassVar[dict] = {}  # set below the class: _NEAR_PRESETS over all the fields any of them names
 
@@ -292,6 +330,10 @@ class DedupConfig:
 
 @dataclass
 class DecontamConfig:
+    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
+        "ngram": AT_LEAST_1, "text_field": TEXT,
+    }
+
     enabled: bool = False  # opt-in: it needs eval sets, and removing training text is a choice to make knowingly
     ngram: int = 13  # overlap length that counts as contamination (GPT-3 and lm-eval-harness use 13 words)
     # The same in characters for texts in scripts written without spaces (zh, ja, th: a word is ~1.5 characters

@@ -8,6 +8,8 @@ the pictures it shows (hf_llm.plots: token lengths, rejections by reason).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,10 @@ def write_card_pages(card: dict, folder: Path) -> None:
     for name, png in pictures.items():
         (folder / name).write_bytes(png)
     (folder / "DATA_CARD.md").write_text(render_data_card(card, pictures))
+
+
+def data_fingerprint(data, tok) -> str:
+    """Identifies what a prepared folder was built from (`DataConfig`, `TokenizerConfig`), so a rerun or resume can
+    reuse it; the data card records it."""
+    blob = json.dumps({"data": asdict(data), "tokenizer": asdict(tok), "version": 2}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

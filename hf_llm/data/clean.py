@@ -357,18 +357,16 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig, language: str = ""
     if total == 0:
         return None
     if "\n" in text.strip():  # a one-line document has no duplicate lines or paragraphs
-        paragraphs = [p for p in _PARAGRAPH_SPLIT.split(text.strip()) if p]
-        n_dup, dup_chars = _duplicates(paragraphs)
-        if cfg.max_dup_para_frac is not None and n_dup / len(paragraphs) > cfg.max_dup_para_frac:
-            return "gopher_repetition:dup_para_frac"
-        if cfg.max_dup_para_char_frac is not None and dup_chars / total > cfg.max_dup_para_char_frac:
-            return "gopher_repetition:dup_para_char_frac"
-        lines = _lines(text)
-        n_dup, dup_chars = _duplicates(lines)
-        if cfg.max_dup_line_frac is not None and n_dup / len(lines) > cfg.max_dup_line_frac:
-            return "gopher_repetition:dup_line_frac"
-        if cfg.max_dup_line_char_frac is not None and dup_chars / total > cfg.max_dup_line_char_frac:
-            return "gopher_repetition:dup_line_char_frac"
+        units = (("para", lambda: [p for p in _PARAGRAPH_SPLIT.split(text.strip()) if p], cfg.max_dup_para_frac,
+                  cfg.max_dup_para_char_frac),
+                 ("line", lambda: _lines(text), cfg.max_dup_line_frac, cfg.max_dup_line_char_frac))
+        for unit, split, max_frac, max_char_frac in units:  # paragraphs first, then lines (split only if reached)
+            parts = split()
+            n_dup, dup_chars = _duplicates(parts)
+            if max_frac is not None and n_dup / len(parts) > max_frac:
+                return f"gopher_repetition:dup_{unit}_frac"
+            if max_char_frac is not None and dup_chars / total > max_char_frac:
+                return f"gopher_repetition:dup_{unit}_char_frac"
 
     words = _tokens(text, language in UNSPACED_LANGUAGES)
     top = ((2, cfg.max_top_2gram_char_frac), (3, cfg.max_top_3gram_char_frac), (4, cfg.max_top_4gram_char_frac))

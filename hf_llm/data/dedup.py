@@ -1,11 +1,13 @@
 """Deduplication: exact (hash of normalised text) and near (MinHash over word n-grams, LSH banding, verification).
 
-Both are split the same way. `dedup_keys` is the per-document step (the pipeline calls it from `clean_keys_batch`
-under `datasets.map`): a 128-bit hash of the normalised text and a MinHash signature. `dedup_decisions` is the
-global step, run once over the whole key column (by `select_documents`): `find_exact_duplicates` groups equal hashes,
-then `near_duplicate_clusters` turns the signatures of what exact dedup kept into clusters. It is numpy throughout
+Both are split the same way. `dedup_keys` is the per-document step (the clean pass calls it from
+`clean_keys_batch`): a 128-bit hash of the normalised text and a MinHash signature. The global step is split as the
+passes run it (hf_llm/data/task_steps.py): `exact_partition` groups equal hashes of one hash partition, `near_pairs`
+finds the verified candidate pairs of one group of LSH bands among what exact dedup kept, and `dedup_decisions`
+joins the partitions and the pairs' connected components into one decision per document. It is numpy throughout
 (sorting, grouping, vectorised union-find), so it scales to millions of documents on one machine without O(n^2)
 work. In every cluster the document with the lowest index is kept and its index is the cluster id.
+`near_duplicate_clusters` is the same near step over one array of signatures (one task, all bands).
 
 Words, for near dedup and decontamination alike, are maximal runs of ASCII letters, digits and `_`, or of other
 characters except Unicode punctuation and spaces (U+0080-U+00BF, U+2000-U+206F, U+3000-U+303F): so "Hello, world!"
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -71,7 +73,7 @@ def dedup_keys(texts: Sequence[str], cfg: DedupConfig) -> dict[str, np.ndarray]:
 @dataclass
 class DedupDecisions:
     """Per document (of those `dedup_decisions` was given): dropped as an exact or a near copy, the index of the
-    kept document it copies (-1 if none), and the cluster id (lowest index) of each stage's survivors."""
+    kept document it copies (-1 if none), and the cluster id (lowest index) of each step's survivors."""
 
     exact: np.ndarray  # bool
     near: np.ndarray  # bool
@@ -80,28 +82,37 @@ class DedupDecisions:
     near_cluster: np.ndarray  # int64 per exact survivor: index of its cluster's kept document (empty when off)
 
 
-def dedup_decisions(candidates: np.ndarray, hashes: np.ndarray, signatures: Any, cfg: DedupConfig) -> DedupDecisions:
-    """The global step: exact dedup over the `candidates` (bool per document: passed every filter), then near dedup
-    over what it kept. `hashes` is (n, 2) int64 and `signatures` (n, num_perm) uint32 (a memory map is fine; only
-    the rows needed are read), both as `dedup_keys` wrote them."""
-    n = len(candidates)
+def exact_partition(idx: np.ndarray, hashes: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact dedup of one hash partition (the exact pass's task; one partition holds every document in process):
+    `idx` are the global indices of its candidates, ascending, `hashes` their (n, 2) int64 hashes. Returns the
+    candidates, the cluster id of each (global index of its first copy), the dropped copies and their kept copy."""
+    records = np.ascontiguousarray(hashes, dtype=np.int64).view([("hi", "<i8"), ("lo", "<i8")]).ravel()
+    cluster, drop = find_exact_duplicates(records)
+    drop = np.asarray(drop, dtype=np.int64)
+    return {"candidates": idx, "cluster": idx[cluster] if len(cluster) else np.zeros(0, np.int64),
+            "dropped": idx[drop], "representative": idx[cluster[drop]] if len(drop) else drop}
+
+
+def dedup_decisions(n: int, candidates: np.ndarray, exact_parts: list[dict], near_pairs: Optional[np.ndarray],
+                    cfg: DedupConfig) -> DedupDecisions:
+    """The global decision over `n` documents from the passes' results: `exact_parts` (one `exact_partition` per
+    hash partition) and the near pass's verified pairs (global indices; None when near dedup is off). `candidates`
+    (bool per document) passed every filter; near dedup clusters what exact dedup left of them."""
     exact, near = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     rep = np.full(n, -1, dtype=np.int64)
     exact_cluster = near_cluster = np.zeros(0, dtype=np.int64)
     if cfg.exact.enabled:
-        idx = np.flatnonzero(candidates)
-        records = np.ascontiguousarray(hashes[idx], dtype=np.int64).view([("hi", "<i8"), ("lo", "<i8")]).ravel()
-        cluster, drop = find_exact_duplicates(records)
-        exact[idx[drop]] = True
-        rep[idx[drop]] = idx[cluster[drop]]
-        exact_cluster = idx[cluster]
+        for part in exact_parts:
+            exact[part["dropped"]] = True
+            rep[part["dropped"]] = part["representative"]
+        exact_cluster = np.concatenate([part["cluster"] for part in exact_parts])
     if cfg.near.enabled:
-        idx = np.flatnonzero(candidates & ~exact)
-        sig = np.asarray(signatures[idx]) if len(idx) else np.zeros((0, cfg.near.num_perm), dtype=np.uint32)
-        cluster, drop = near_duplicate_clusters(sig, cfg.near)
-        near[idx[drop]] = True
-        rep[idx[drop]] = idx[cluster[drop]]
-        near_cluster = idx[cluster]
+        cand = np.flatnonzero(candidates & ~exact)
+        labels = connected_components(n, near_pairs if near_pairs is not None else np.zeros((0, 2), np.int64))
+        near_cluster = labels[cand]
+        drop = cand[near_cluster != cand]
+        near[drop] = True
+        rep[drop] = labels[drop]
     return DedupDecisions(exact, near, rep, exact_cluster, near_cluster)
 
 
@@ -329,13 +340,14 @@ def minhash_signatures(texts: Sequence[str], cfg: NearDedupConfig) -> np.ndarray
 # --------------------------------------------------------------------------------------------- LSH + clustering
 
 
-def _band_keys(sig: np.ndarray, cfg: NearDedupConfig) -> np.ndarray:
-    """One uint64 key per (band, document): shape (bands, n). Equal bands give equal keys; a 64-bit collision
-    between different bands is ~n^2 / 2^64 likely, and verification would reject it anyway."""
-    keys = np.zeros((cfg.bands, sig.shape[0]), dtype=np.uint64)
+def band_keys(sig: np.ndarray, rows: int) -> np.ndarray:
+    """One uint64 key per (band, document) of `sig`'s columns taken `rows` at a time: shape (bands, n). Equal bands
+    give equal keys; a 64-bit collision between different bands is ~n^2 / 2^64 likely, and verification would reject
+    it anyway. The near pass gives each task the columns of its group of bands."""
+    keys = np.zeros((sig.shape[1] // rows, sig.shape[0]), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for r in range(cfg.rows):  # loop over rows of a band; vectorised over bands and documents
-            keys = keys * _GOLDEN + sig[:, r :: cfg.rows].T.astype(np.uint64)
+        for r in range(rows):  # loop over rows of a band; vectorised over bands and documents
+            keys = keys * _GOLDEN + sig[:, r::rows].T.astype(np.uint64)
     return _splitmix64(keys)
 
 
@@ -362,18 +374,37 @@ def _bucket_pairs(band_key: np.ndarray) -> np.ndarray:
     return np.unique(i * n + j)
 
 
-def candidate_pairs(sig: np.ndarray, cfg: NearDedupConfig) -> np.ndarray:
-    """Unique (i, j), i < j, pairs sharing at least one band bucket, shape (m, 2).
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """Unique (i, j), i < j, pairs sharing at least one band bucket, shape (m, 2), from `band_keys` (bands, n): all
+    bands, or one task's group.
 
     Every pair of a bucket is compared when buckets are small, as they are when pages only share a template: a
     copy and its original may sit in a bucket with unrelated pages between them. A bucket of over
     _ALL_PAIRS_BUCKET members is chained (2 * (size - 1) pairs instead of size^2 / 2), so 100k copies of one
     boilerplate page stay linear.
     """
-    n = sig.shape[0]
-    per_band = [_bucket_pairs(band_key) for band_key in _band_keys(sig, cfg)]
+    n = max(keys.shape[1], 1)
+    per_band = [_bucket_pairs(band_key) for band_key in keys]
     codes = np.unique(np.concatenate(per_band)) if per_band else np.zeros(0, dtype=np.int64)
     return np.stack([codes // n, codes % n], axis=1)
+
+
+def near_pairs(keys: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray], cfg: NearDedupConfig) -> np.ndarray:
+    """The near pass's task: candidate pairs over its `band_keys` (bands, n), verified on the full signatures when
+    `cfg.verify` (`signatures_of(rows)` reads only the rows a pair names). Indices are columns of `keys`."""
+    pairs = candidate_pairs(keys)
+    return verified_pairs(pairs, signatures_of, cfg.threshold) if cfg.verify else pairs
+
+
+def verified_pairs(pairs: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray],
+                   threshold: float) -> np.ndarray:
+    """The pairs whose estimated Jaccard reaches `threshold`; `signatures_of(rows)` gives the full signatures of the
+    (sorted) rows the pairs name, so only those are read (from a memory map, say)."""
+    if not len(pairs):
+        return pairs
+    members = np.unique(pairs)
+    compact = np.searchsorted(members, pairs)
+    return pairs[estimated_jaccard(signatures_of(members), compact) >= threshold]
 
 
 def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -425,8 +456,6 @@ def near_duplicate_clusters(signatures: Any, cfg: NearDedupConfig) -> tuple[np.n
         return np.zeros(0, dtype=np.int64), []
     if sig.ndim != 2 or sig.shape[1] != cfg.num_perm:
         raise ValueError(f"near dedup: expected signatures of shape (n, {cfg.num_perm}), got {sig.shape}")
-    pairs = candidate_pairs(sig, cfg)
-    if cfg.verify and len(pairs):
-        pairs = pairs[estimated_jaccard(sig, pairs) >= cfg.threshold]
+    pairs = near_pairs(band_keys(sig, cfg.rows), lambda rows: sig[rows], cfg)
     cluster = connected_components(len(sig), pairs)
     return cluster, np.flatnonzero(cluster != np.arange(len(sig))).tolist()

@@ -1,4 +1,5 @@
-"""The pipeline's last pass: rejects/ (and documents/) written, training and validation documents packed."""
+"""The pack pass's emission, per task: rejects/ (and documents/) rows written, training and validation documents
+packed into blocks, and the statistics (`Emitted`) the data card adds up over the tasks (`merge_emitted`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from ..config import DataConfig
 from .batches import iter_batches, take_documents, token_ids
 from .pack import BlockWriter, make_packer, packer_dtypes
 from .selection import KEPT_CODE, Keys
-from ..errors import DataError
 
 
 REJECT_EXAMPLES = 3  # rejected rows per reason shown in the data card
+DECONTAM_EXAMPLES = 5  # origins per eval set shown in the data card
 EXCERPT_CHARS = 160  # of each, whitespace collapsed
 
 
@@ -62,62 +63,63 @@ class Sinks:
         counts += np.bincount(flat, minlength=e.vocab)[: e.vocab]
 
 
-def emit(tokenized: list, specs: list, selection, passes: list, keys: Keys, tokenizer, data: DataConfig, out: Path,
-         work: Path) -> Emitted:
-    """The last pass: rejects/ (and documents/) written, training and validation documents packed into blocks.
-
-    Each source is read once (every row: rejects, statistics, validation, first training pass), then once more per
-    extra pass its mixture weight asks for; documents reach the packers in the same order in both modes.
-    """
-    vocab = len(tokenizer)
-    packers = {s: make_packer(data.packing, data.seq_len, vocab, tokenizer.pad_token_id, data.best_fit_window)
+def open_sinks(folder: Path, specs: list, data: DataConfig, vocab: int, pad_token_id: Optional[int]) -> Sinks:
+    """A packer and an Arrow block file per split, and the rejects/ (documents/) row files, all under `folder`."""
+    packers = {s: make_packer(data.packing, data.seq_len, vocab, pad_token_id, data.best_fit_window)
                for s in ("train", "validation")}
-    sinks = Sinks(
+    return Sinks(
         packers=packers,
-        blocks={s: BlockWriter(work / f"{s}.arrow", data.seq_len, packer_dtypes(p)) for s, p in packers.items()},
-        rejects=RowWriter(work / "rejects.arrow", _union_features(specs, rejects=True)),
-        documents=RowWriter(work / "documents.arrow", _union_features(specs, rejects=False))
+        blocks={s: BlockWriter(folder / f"{s}.arrow", data.seq_len, packer_dtypes(p)) for s, p in packers.items()},
+        rejects=RowWriter(folder / "rejects.arrow", union_features(specs, rejects=True)),
+        documents=RowWriter(folder / "documents.arrow", union_features(specs, rejects=False))
         if data.save_documents else None,
     )
-    e = Emitted(vocab)
-    is_rep = np.zeros(int(selection.offsets[-1]), dtype=bool)  # kept copies whose origin a duplicate's detail names
-    for r in selection.representative:
-        is_rep[r[r >= 0]] = True
-    for i, ds in enumerate(tokenized):
-        drawn = np.zeros(3, dtype=np.int64)  # tokens, documents, characters sent to training
-        e.tokens_by_code.append(np.zeros(len(keys.reasons), dtype=np.int64))
-        _first_pass(i, ds, specs[i], selection, passes[i], keys, is_rep, sinks, e, drawn)
-        for p, rows in enumerate(passes[i][1:], start=2):  # repeated (upsampled) passes over this source
-            for idx, b in iter_batches(ds, ["input_ids"], rows, desc=f"pack {specs[i].label} pass {p}"):
-                flat, lengths = token_ids(b["input_ids"], vocab)
+
+
+def emit_source(i: int, ds, spec, selection, passes: list, keys: Keys, sinks: Sinks, e: Emitted) -> None:
+    """One source's documents of this task: every row once (rejects, statistics, validation, the first training
+    pass), then the kept training rows once more per extra pass its mixture weight asks for (`passes`: row indices
+    per pass). `ds` holds the cleaned rows with `input_ids` and `n_tokens`; None when the task holds no file of it."""
+    drawn = np.zeros(3, dtype=np.int64)  # tokens, documents, characters sent to training
+    e.tokens_by_code.append(np.zeros(len(keys.reasons), dtype=np.int64))
+    if ds is not None:
+        _first_pass(i, ds, spec, selection, passes, keys, sinks, e, drawn)
+        for p, rows in enumerate(passes[1:], start=2):  # repeated (upsampled) passes over this source
+            for idx, b in iter_batches(ds, ["input_ids"], rows, desc=f"pack {spec.label} pass {p}"):
+                flat, lengths = token_ids(b["input_ids"], e.vocab)
                 sinks.pack("train", flat, lengths, e)
                 drawn += (len(flat), len(idx), int(keys.chars_out[i][idx].sum()))
-        e.drawn_tokens.append(int(drawn[0]))
-        e.drawn_documents.append(int(drawn[1]))
-        e.drawn_characters.append(int(drawn[2]))
-    _finish(sinks, e, data, out)
-    return e
+    e.drawn_tokens.append(int(drawn[0]))
+    e.drawn_documents.append(int(drawn[1]))
+    e.drawn_characters.append(int(drawn[2]))
 
 
-def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, is_rep: np.ndarray, sinks: Sinks, e: Emitted,
+def close_sinks(sinks: Sinks, e: Emitted) -> None:
+    """The packers' last blocks written and every file completed; the statistics taken into `e`."""
+    for split, packer in sinks.packers.items():
+        sinks.blocks[split].write(packer.finish())
+        sinks.blocks[split].close()
+    e.train_stats, e.validation_stats = dict(sinks.packers["train"].stats), dict(sinks.packers["validation"].stats)
+    e.kept_lengths = np.concatenate(e.kept_lengths) if e.kept_lengths else np.zeros(0, np.int64)
+    e.rejects = sinks.rejects.rows
+    sinks.rejects.close()
+    if sinks.documents is not None:
+        e.documents_saved = sinks.documents.rows
+        sinks.documents.close()
+
+
+def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, sinks: Sinks, e: Emitted,
                 drawn: np.ndarray) -> None:
-    offset = int(selection.offsets[i])
     status, val, rep = selection.status[i], selection.validation[i], selection.representative[i]
     first = np.zeros(len(status), dtype=bool)
     if chosen and len(chosen[0]):
         first[chosen[0]] = True
-    from datasets import IterableDataset
-
     extras = [spec.renamed.get(k, k) for k in spec.extras]
     columns = ["source", "origin", "reason", "detail", "contaminated_by", "n_tokens", "input_ids", "language",
                "language_score", *extras]
     texts = ["original_text"] + (["text"] if sinks.documents is not None else [])
-    streaming = isinstance(ds, IterableDataset)
-    if streaming:  # a stream has no random access: the texts come with every batch
-        columns += texts
     for idx, b in iter_batches(ds, columns, desc=f"pack {spec.label}", total=len(status)):
-        if not streaming:  # in memory, only the rows written out are read: the other pages stay on disk
-            b = _LazyTexts(b, ds, idx, texts)
+        b = _LazyTexts(b, ds, idx, texts)  # only the rows written out are read: the other pages stay on disk
         flat, lengths = token_ids(b["input_ids"], e.vocab)
         codes = status[idx]
         n_tokens = np.asarray(b["n_tokens"], dtype=np.int64)
@@ -125,14 +127,12 @@ def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, is_rep: n
         e.kept_lengths.append(n_tokens[codes == KEPT_CODE])
         for k in np.flatnonzero(codes == KEPT_CODE):
             e.tokens_by_language[b["language"][k]] = e.tokens_by_language.get(b["language"][k], 0) + int(n_tokens[k])
-        for k in np.flatnonzero(is_rep[offset + idx]):  # before the rejects: a copy may follow in this batch
-            e.representative_origins[offset + int(idx[k])] = b["origin"][k]
         bad = np.flatnonzero(codes != KEPT_CODE)
         if len(bad):
             sinks.rejects.write(_reject_rows(b, bad, codes, rep[idx], keys, e, extras))
         if sinks.documents is not None:
             good = np.flatnonzero(codes == KEPT_CODE)
-            rows = {c: _take(b, c, good) for c in ["text", "source", "origin", "language", "language_score", *extras]}
+            rows = {c: b.take(c, good) for c in ["text", "source", "origin", "language", "language_score", *extras]}
             rows["split"] = ["validation" if v else "train" for v in val[idx[good]]]
             sinks.documents.write(rows)
         for split, mask in (("validation", val[idx]), ("train", first[idx])):
@@ -145,34 +145,6 @@ def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, is_rep: n
                 drawn += (len(f), int(mask.sum()), chars)
             else:
                 e.validation_characters += chars
-
-
-def _finish(sinks: Sinks, e: Emitted, data: DataConfig, out: Path) -> None:
-    datasets = {}
-    for split, packer in sinks.packers.items():
-        sinks.blocks[split].write(packer.finish())
-        datasets[split] = sinks.blocks[split].finish()
-    e.train_stats, e.validation_stats = dict(sinks.packers["train"].stats), dict(sinks.packers["validation"].stats)
-    e.kept_lengths = np.concatenate(e.kept_lengths) if e.kept_lengths else np.zeros(0, np.int64)
-    if len(datasets["train"]) == 0 or len(datasets["validation"]) == 0:
-        raise DataError(
-            f"too little text for data.seq_len={data.seq_len}: {len(datasets['train'])} training and "
-            f"{len(datasets['validation'])} validation blocks; add documents or lower data.seq_len"
-        )
-    for split, ds in datasets.items():
-        save_dataset(ds, out / split)
-    e.rejects = sinks.rejects.rows
-    save_dataset(sinks.rejects.finish(), out / "rejects")
-    if sinks.documents is not None:
-        e.documents_saved = sinks.documents.rows
-        save_dataset(sinks.documents.finish(), out / "documents")
-
-
-def save_dataset(ds, path: Path) -> None:
-    """`ds.save_to_disk(path)`, which `load_from_disk` opens also when `ds` has no rows (no rejects, say)."""
-    # datasets sizes the shards as min(rows, ...): 0 for no rows, so it writes no data file and load_from_disk fails
-    # with an IndexError (huggingface/datasets#8385); one shard holds the schema of an empty folder
-    ds.save_to_disk(str(path), num_shards=None if len(ds) else 1)
 
 
 class _LazyTexts(dict):
@@ -188,11 +160,7 @@ class _LazyTexts(dict):
         return self.ds.select(self.idx[rows]).select_columns([column])[:][column] if len(rows) else []
 
 
-def _take(b: dict, column: str, rows: np.ndarray) -> list:
-    return b.take(column, rows) if isinstance(b, _LazyTexts) else [b[column][k] for k in rows]
-
-
-def _reject_rows(b: dict, bad: np.ndarray, codes: np.ndarray, rep: np.ndarray, keys: Keys, e: Emitted,
+def _reject_rows(b: _LazyTexts, bad: np.ndarray, codes: np.ndarray, rep: np.ndarray, keys: Keys, e: Emitted,
                  extras: list[str]) -> dict[str, list]:
     reasons, details = [], []
     for k in bad:
@@ -204,21 +172,21 @@ def _reject_rows(b: dict, bad: np.ndarray, codes: np.ndarray, rep: np.ndarray, k
             name = b["contaminated_by"][k]
             detail = f"shares an n-gram with eval set {name}"
             examples = e.decontam_examples.setdefault(name, [])
-            if len(examples) < 5:
+            if len(examples) < DECONTAM_EXAMPLES:
                 examples.append(b["origin"][k])
         reasons.append(reason)
         details.append(detail)
-    rows = {"text": _take(b, "original_text", bad), "source": _take(b, "source", bad),
-            "origin": _take(b, "origin", bad), "reason": reasons, "detail": details}
+    rows = {"text": b.take("original_text", bad), "source": b.take("source", bad),
+            "origin": b.take("origin", bad), "reason": reasons, "detail": details}
     for reason, origin, text in zip(reasons, rows["origin"], rows["text"]):
         examples = e.reject_examples.setdefault(reason, [])
         if len(examples) < REJECT_EXAMPLES:  # for the data card: what a filter cost, shown on real rows
             examples.append({"origin": origin, "text": " ".join(str(text or "").split())[:EXCERPT_CHARS]})
-    rows.update({c: _take(b, c, bad) for c in ["language", "language_score", *extras]})
+    rows.update({c: b.take(c, bad) for c in ["language", "language_score", *extras]})
     return rows
 
 
-def _union_features(specs: list, rejects: bool):
+def union_features(specs: list, rejects: bool):
     """One schema for every source's rows: the base columns and each source's extras (strings where they disagree:
     `RowWriter` stores a non-string value as its JSON text)."""
     from datasets import Features, Value
@@ -260,8 +228,38 @@ class RowWriter:
         self.writer.write_batch(full)
         self.rows += n
 
-    def finish(self):
-        from datasets import Dataset
-
+    def close(self) -> None:
         self.writer.finalize()
-        return Dataset.from_file(self.path)
+
+
+def merge_emitted(parts: list[Emitted], n_sources: int) -> Emitted:
+    """The tasks' `Emitted` as one: counts added, lengths joined, the first examples of each reason kept."""
+    e = Emitted(parts[0].vocab)
+    width = max(len(t) for p in parts for t in p.tokens_by_code)
+    e.tokens_by_code = [sum(np.pad(p.tokens_by_code[i], (0, width - len(p.tokens_by_code[i]))) for p in parts)
+                        for i in range(n_sources)]
+    for name in ("drawn_tokens", "drawn_documents", "drawn_characters"):
+        setattr(e, name, [int(sum(getattr(p, name)[i] for p in parts)) for i in range(n_sources)])
+    e.validation_characters = sum(p.validation_characters for p in parts)
+    for p in parts:
+        for lang, n in p.tokens_by_language.items():
+            e.tokens_by_language[lang] = e.tokens_by_language.get(lang, 0) + n
+    e.kept_lengths = np.concatenate([p.kept_lengths for p in parts])
+    e.train_unigram = sum(p.train_unigram for p in parts)
+    e.validation_unigram = sum(p.validation_unigram for p in parts)
+    e.rejects = sum(p.rejects for p in parts)
+    e.documents_saved = sum(p.documents_saved for p in parts)
+    for split in ("train_stats", "validation_stats"):
+        merged: dict = {}
+        for p in parts:
+            for k, v in getattr(p, split).items():
+                merged[k] = v if k == "seq_len" else merged.get(k, 0) + v
+        setattr(e, split, merged)
+    for p in parts:
+        for reason, rows in p.reject_examples.items():
+            have = e.reject_examples.setdefault(reason, [])
+            have.extend(rows[: REJECT_EXAMPLES - len(have)])
+        for name, rows in p.decontam_examples.items():
+            have = e.decontam_examples.setdefault(name, [])
+            have.extend(rows[: DECONTAM_EXAMPLES - len(have)])
+    return e

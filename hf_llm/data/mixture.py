@@ -44,8 +44,8 @@ def sample_indices(size: int, count: int, seed: int) -> np.ndarray:
 def mixture_passes(available: int, count: int, seed: int) -> list[np.ndarray]:
     """Which of `available` documents to draw, pass by pass, to draw `count` in all.
 
-    Whole passes take every document; the last, partial pass a seeded random subset. Each pass is in stream order,
-    so a streamed source is simply read once per pass (blocks are shuffled at training time, not here).
+    Whole passes take every document; the last, partial pass a seeded random subset. Each pass is in the source's
+    order, so the pack pass reads a source once per pass (blocks are shuffled at training time, not here).
     """
     if available == 0 or count == 0:
         return []

@@ -1,7 +1,7 @@
 """Pack token ids into fixed-length blocks that keep documents apart.
 
 Each document becomes `[BOS] tokens EOS` (`with_specials`; `steps.tokenize_batch` encodes). Two packers, both fed
-documents in order, batch by batch, so the in-memory and the streaming pipeline produce the same blocks:
+documents in order, batch by batch, so the blocks do not depend on where batches are cut:
 
 - `ConcatPacker` (concatenate-and-chunk): documents end to end, cut every `seq_len` tokens; no padding, a
   document may straddle two blocks, the tail shorter than a block is dropped. The collator
@@ -126,7 +126,7 @@ def best_fit_bins(lengths: list[int], capacity: int) -> list[list[int]]:
 class BestFitPacker:
     """Best-fit decreasing over windows of `window` documents: whole documents per block wherever they fit.
 
-    Deterministic in the order documents arrive, whatever the batch boundaries, so streaming gives the same blocks.
+    Deterministic in the order documents arrive, whatever the batch boundaries.
     """
 
     def __init__(self, seq_len: int, window: int, pad_token_id: int, vocab_size: int):
@@ -202,16 +202,23 @@ def _stack(parts: list[dict[str, np.ndarray]], seq_len: int, dtypes: dict[str, n
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def check_packing(packing: str, pad_token_id: Optional[int]) -> None:
+    """best_fit pads its blocks: it needs a pad token (checked as soon as the tokenizer is known)."""
+    if packing == "best_fit" and pad_token_id is None:
+        from ..errors import DataError
+
+        raise DataError("data.packing=best_fit needs a tokenizer with a pad token; set one or use packing=concat")
+
+
 def make_packer(packing: str, seq_len: int, vocab_size: int, pad_token_id: Optional[int], window: int = 1000):
+    check_packing(packing, pad_token_id)
     if packing == "best_fit":
-        if pad_token_id is None:
-            raise ValueError("best_fit packing needs a tokenizer with a pad token")
         return BestFitPacker(seq_len, window, pad_token_id, vocab_size)
     return ConcatPacker(seq_len, id_dtype(vocab_size))
 
 
 class BlockWriter:
-    """Appends packed blocks to an Arrow file as fixed-size lists; `finish` returns it as a `datasets.Dataset`."""
+    """Appends packed blocks to an Arrow file as fixed-size lists (one task's shard of the prepared split)."""
 
     def __init__(self, path: str | Path, seq_len: int, dtypes: dict[str, np.dtype]):
         from datasets import Features, List, Value
@@ -230,11 +237,8 @@ class BlockWriter:
                    for k, v in blocks.items()}
         self.writer.write_table(pa.table(columns))
 
-    def finish(self):
-        from datasets import Dataset
-
+    def close(self) -> None:
         self.writer.finalize()
-        return Dataset.from_file(self.path)
 
 
 def packer_dtypes(packer) -> dict[str, np.dtype]:

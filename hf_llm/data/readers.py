@@ -5,6 +5,15 @@ travel with the document until packing. A row that cannot be read — malformed 
 text that is not a string — is still a record: `read_reason` says why and `read_detail` where (`file:line`), so it
 ends in rejects/ instead of stopping the run. With `strict=True` the first such row raises instead.
 
+What a file itself can do wrong is handled here too, so that no input problem ends in a raw traceback:
+- a compressed file cut short (an interrupted download) or corrupt: the records before the cut are kept and one
+  record with reason `truncated` (or `corrupt`) names the file and the cut; it reaches the warnings, rejects/ and the
+  data card's read problems like any unreadable row;
+- UTF-16 and UTF-32 files with a byte-order mark are decoded (to UTF-8, as they stream); one without a mark is an
+  error that says so (`check_encoding`);
+- a document over `SourceSpec.max_bytes` (data.max_document_bytes) becomes a `too_long` record without being held
+  whole: JSON Lines and text are read in bounded pieces, so a 500 MB line costs about the limit in memory, not 500 MB.
+
 The readers are plain generators (`iter_records`), so the same rows feed `Dataset.from_generator` (in memory) and
 `IterableDataset.from_generator` (streaming). `datasets`' own json builder would abort on the first bad line.
 """
@@ -12,9 +21,11 @@ The readers are plain generators (`iter_records`), so the same rows feed `Datase
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import lzma
@@ -36,6 +47,11 @@ RESERVED = frozenset(BASE_COLUMNS) | {
 }
 PEEK_RECORDS = 1000  # JSON records read up front to learn a source's extra columns
 BOM = b"\xef\xbb\xbf"
+# Byte-order marks of the encodings decoded on the fly, longest first (UTF-32-LE's starts with UTF-16-LE's).
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+             (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+PREVIEW_CHARS = 1000  # of a too_long document, kept in rejects/ to show what it was
+JSON_TYPES = {int: "number", float: "number", bool: "boolean", list: "list", dict: "object"}
 
 
 def base_features():
@@ -57,6 +73,7 @@ class SourceSpec:
     hub_name: Optional[str] = None
     hub_split: str = "train"
     hub_revision: Optional[str] = None
+    max_bytes: Optional[int] = None  # data.max_document_bytes: a longer document is a too_long record; None = any
     extras: dict[str, Any] = field(default_factory=dict)  # record field → datasets feature
     renamed: dict[str, str] = field(default_factory=dict)  # record field → column name (reserved names moved)
     as_json: dict[str, bool] = field(default_factory=dict)  # schemaless field → store every value as JSON text
@@ -71,14 +88,102 @@ class SourceSpec:
 
 
 def open_binary(path: str) -> BinaryIO:
-    """A file opened for binary reading, decompressed by its suffix (.gz, .bz2, .xz, .zst), past a UTF-8 BOM."""
-    f = _open_decompressed(path)
-    if not hasattr(f, "peek"):
-        f = io.BufferedReader(f)
-    # editors on Windows start UTF-8 files with a byte-order mark: it belongs to no record (or CSV column name)
-    if f.peek(len(BOM))[: len(BOM)] == BOM:
-        f.read(len(BOM))
-    return f
+    """A file opened for binary reading: decompressed by its suffix (.gz, .bz2, .xz, .zst), past a UTF-8 BOM, and
+    transcoded to UTF-8 when a BOM says UTF-16 or UTF-32. A compressed stream that breaks off ends the file there;
+    `cut_of(f)` then says where and why."""
+    return io.BufferedReader(InputStream(path), buffer_size=1 << 16)
+
+
+def cut_of(f: BinaryIO) -> Optional[tuple[str, str]]:
+    """(reason, where and why) when the file `open_binary` returned broke off before its end, else None."""
+    raw = getattr(f, "raw", None)
+    return raw.cut if isinstance(raw, InputStream) else None
+
+
+class InputStream(io.RawIOBase):
+    """The bytes of one input file as UTF-8 text files hold them, read until the end or until the compressed data
+    breaks off (then `cut` holds the reason and a detail naming the file and the offset)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.cut: Optional[tuple[str, str]] = None
+        self.offset = 0  # decompressed bytes read from the file
+        self._inner = _open_decompressed(path)
+        # only a decompressor's errors mean "the data breaks off here"; a plain file's OSError is a real I/O error
+        self._cut_errors = _cut_errors() if Path(path).suffix.lower() in (".gz", ".bz2", ".xz", ".zst", ".lz4") else ()
+        # read1: one decompression step per call, so the bytes before a cut are returned before the error is
+        # raised (a read(n) spanning several steps loses the ones it had gathered)
+        self._read_inner = getattr(self._inner, "read1", self._inner.read)
+        self._pending = b""
+        self._decoder: Any = None
+        head = b""
+        while len(head) < 4 and (more := self._read(4 - len(head))):
+            head += more
+        for mark, encoding in WIDE_BOMS:
+            if head.startswith(mark):
+                self._decoder = codecs.getincrementaldecoder(encoding)("replace")
+                self._pending = self._decoder.decode(head[len(mark):]).encode("utf-8")
+                break
+        else:
+            # editors on Windows start UTF-8 files with a byte-order mark: it belongs to no record (or column name)
+            self._pending = head[len(BOM):] if head.startswith(BOM) else head
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            raw = self._read(len(buffer))
+            if self._decoder is None:
+                self._pending = raw
+            else:
+                self._pending = self._decoder.decode(raw, final=not raw).encode("utf-8")
+            if not raw:
+                break
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _read(self, n: int) -> bytes:
+        if self.cut is not None:
+            return b""
+        try:
+            data = self._read_inner(n)
+        except self._cut_errors as e:
+            self.cut = _describe_cut(self.path, self.offset, e)
+            return b""
+        self.offset += len(data)
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+def _cut_errors() -> tuple[type, ...]:
+    """What decompressors raise on data that stops or breaks: EOFError (cut short), zlib/lzma errors, OSError
+    (gzip's BadGzipFile for a wrong CRC, bz2's invalid stream), zstandard's own error."""
+    errors: tuple[type, ...] = (EOFError, zlib.error, lzma.LZMAError, OSError)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:
+        pass
+    return errors
+
+
+def _describe_cut(path: str, offset: int, e: BaseException) -> tuple[str, str]:
+    reason = "truncated" if isinstance(e, EOFError) else "corrupt"
+    what = "ends before its end marker" if reason == "truncated" else "is corrupt"
+    size = Path(path).stat().st_size if Path(path).exists() else 0
+    return reason, (f"{path}: the compressed data {what} ({type(e).__name__}: {e}) after {offset:,} decompressed "
+                    f"bytes ({size:,} bytes on disk)")
+
+
+AGAIN = "download or copy the file again (an interrupted transfer?)"
 
 
 def _open_decompressed(path: str) -> BinaryIO:
@@ -108,10 +213,34 @@ def is_blank(path: str) -> bool:
             while chunk := f.read(1 << 16):
                 if chunk.strip():
                     return False
-    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+            cut = cut_of(f)
+    except OSError as e:  # a file that is not what its suffix says (e.g. not gzip at all)
         raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); check that the file is complete and "
-                          f"that its suffix names its compression") from e
+                        f"that its suffix names its compression") from None
+    if cut is not None:
+        raise DataError(f"{cut[1]}, and holds no text before that point; {AGAIN}")
     return True
+
+
+def check_encoding(path: str) -> None:
+    """An error for a text file in an encoding the readers cannot tell by itself: UTF-16 or UTF-32 without a
+    byte-order mark shows as NUL bytes between the characters (ASCII text: every second or fourth byte)."""
+    with open_binary(path) as f:
+        head = f.read(1 << 16)
+    nul = head.count(0)
+    if len(head) >= 16 and nul >= len(head) // 4:
+        first = head.index(0)
+        guess = "UTF-32" if nul >= len(head) * 0.7 else "UTF-16"  # ASCII text: 3/4 of UTF-32, 1/2 of UTF-16 is NUL
+        name = f"{guess}{'LE' if first % 2 else 'BE'}"
+        raise DataError(
+            f"{path}: {nul:,} of its first {len(head):,} bytes are NUL (the first at byte {first}): it looks like "
+            f"{name} without a byte-order mark, which cannot be told from UTF-8 for sure. Convert it to UTF-8 "
+            f"(e.g. iconv -f {name} -t UTF-8 {path} > out.txt) or save it with a byte-order mark")
+
+
+def json_type(value: Any) -> str:
+    """A value's JSON type name (number, list, object, boolean) or else its Python type name."""
+    return JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def decode(raw: bytes) -> tuple[str, Optional[int]]:
@@ -122,6 +251,13 @@ def decode(raw: bytes) -> tuple[str, Optional[int]]:
         return raw.decode("utf-8", "replace"), e.start
 
 
+def invalid_utf8(where: str, raw: bytes, at: int) -> str:
+    """Where a line stops being UTF-8, the byte, and what to do about a file that is not UTF-8."""
+    return (f"{where}: invalid UTF-8 at byte {at} of the line (0x{raw[at]:02X}); the readers take UTF-8 (or "
+            f"UTF-16/32 with a byte-order mark): a file in Latin-1 or Windows-1252 needs converting, e.g. iconv -f "
+            f"CP1252 -t UTF-8")
+
+
 def _record(text: Any, source: str, origin: str, reason: Optional[str] = None, detail: Optional[str] = None) -> dict:
     return {"text": text, "source": source, "origin": origin, "read_reason": reason, "read_detail": detail}
 
@@ -129,7 +265,24 @@ def _record(text: Any, source: str, origin: str, reason: Optional[str] = None, d
 def _bad(strict: bool, reason: str, detail: str, text: Optional[str], spec: SourceSpec, origin: str) -> dict:
     if strict:
         raise DataError(f"{detail} (data.strict=true stops here; without it the row goes to rejects/)")
+    if reason in ("truncated", "corrupt"):  # once per file: worth a line in the log, not only in rejects/
+        logger.warning("%s", detail)
     return _record(text, spec.label, origin, reason, detail)
+
+
+def _too_long(spec: SourceSpec, origin: str, size: int, head: bytes, strict: bool) -> dict:
+    preview = head[: PREVIEW_CHARS * 4].decode("utf-8", "replace")[:PREVIEW_CHARS]
+    return _bad(strict, "too_long", f"{origin}: {size:,} bytes, over data.max_document_bytes={spec.max_bytes:,}; "
+                f"skipped unread (raise the limit to keep such documents)", preview + " [...]", spec, origin)
+
+
+def _cut_record(spec: SourceSpec, path: str, f: BinaryIO, strict: bool, partial: Optional[bytes]) -> Iterator[dict]:
+    """The record that says file `path` broke off (none when it did not); `partial` is the incomplete last piece."""
+    cut = cut_of(f)
+    if cut is not None:
+        text = decode(partial)[0] if partial else None
+        detail = f"{cut[1]}; the records before that point are kept, the rest of the file is lost: {AGAIN}"
+        yield _bad(strict, cut[0], detail, text, spec, f"{path}#cut")
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -150,11 +303,17 @@ def _from_mapping(spec: SourceSpec, row: dict, origin: str, strict: bool, unknow
                    spec, origin)
     else:
         text = row[spec.text_field]
-        if text is None or isinstance(text, str):
-            rec = _record(text, spec.label, origin)
+        if text is None:  # a missing value: rejected as empty by the clean step, the detail says why
+            rec = _record(None, spec.label, origin, detail=f"{origin}: field {spec.text_field!r} is null")
+        elif not isinstance(text, str):
+            rec = _bad(strict, "wrong_type", f"{origin}: field {spec.text_field!r} is a {json_type(text)}, not a "
+                       f"string; set text_field to the field that holds the text", json.dumps(text, default=str)[:1000],
+                       spec, origin)
+        elif spec.max_bytes is not None and len(text) > spec.max_bytes // 4 and \
+                (size := len(text.encode("utf-8"))) > spec.max_bytes:
+            rec = _too_long(spec, origin, size, text[:PREVIEW_CHARS].encode("utf-8"), strict)
         else:
-            rec = _bad(strict, "malformed", f"{origin}: field {spec.text_field!r} is a {type(text).__name__}, "
-                       f"not a string", json.dumps(text, default=str), spec, origin)
+            rec = _record(text, spec.label, origin)
     if row.get("source") is not None and spec.text_field != "source":
         rec["source"] = str(row["source"])
     for key, value in row.items():
@@ -171,27 +330,46 @@ def _from_mapping(spec: SourceSpec, row: dict, origin: str, strict: bool, unknow
     return rec
 
 
-def _json_lines(path: str) -> Iterator[tuple[int, bytes]]:
+def _lines(f: BinaryIO, limit: Optional[int]) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line, size) of each line of `f`; a line over `limit` bytes is never held whole: it comes
+    back as its first `limit` bytes with its full size, the rest read in pieces and dropped."""
+    chunk = 1 << 20 if limit is None else limit + 1
+    for lineno in itertools.count(1):
+        raw = f.readline(chunk) if limit is not None else f.readline()
+        if not raw:
+            return
+        size = len(raw)
+        if limit is not None and size > limit and not raw.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                size += len(rest)
+            size += len(rest)
+        yield lineno, raw, size
+
+
+def _json_lines(path: str, limit: Optional[int] = None) -> Iterator[tuple[int, bytes, int]]:
     with open_binary(path) as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw, size in _lines(f, limit):
             if raw.strip():
-                yield lineno, raw
+                yield lineno, raw, size
 
 
-def _json_document(path: str) -> Optional[list]:
+def _json_document(path: str, limit: Optional[int] = None) -> Optional[list]:
     """The records of a file holding one JSON document (an array or an object), or None for JSON Lines.
 
     An object file is told apart from JSON Lines by its first two non-blank lines, so JSON Lines (even named .json)
     is then read line by line and never held whole in memory; only a real document is parsed whole.
     """
-    lines = _json_lines(path)
+    lines = _json_lines(path, limit)
     try:
         first = next(lines, None)
         more = first is not None and next(lines, None) is not None
     finally:
         lines.close()
     start = first[1][:64].lstrip()[:1] if first is not None else b""  # [:64]: no copy of a long first line
-    if start == b"{":
+    if start == b"{" and first[2] > len(first[1]):  # over the limit: not parsed here
+        if more:
+            return None  # JSON Lines whose first record is too long
+    elif start == b"{":
         line, bad_byte = decode(first[1])
         if bad_byte is not None:
             return None  # not UTF-8: the line is a JSON Lines reject
@@ -208,12 +386,19 @@ def _json_document(path: str) -> Optional[list]:
         return None
     with open_binary(path) as f:
         raw = f.read()
+        cut = cut_of(f)
     try:
         return _document_records(json.loads(raw))
     except (json.JSONDecodeError, UnicodeDecodeError):
+        if cut is not None:
+            raise TruncatedInput(*cut) from None
         if start == b"{":
             return None  # JSON Lines whose first line is cut short
         raise
+
+
+class TruncatedInput(Exception):
+    """A JSON document whose compressed file broke off: (reason, detail) as `cut_of` gives them."""
 
 
 def _document_records(doc: Any) -> list:
@@ -227,7 +412,11 @@ def _json_records(spec: SourceSpec, path: str, strict: bool) -> Iterator[dict]:
     unknown: set = set()
     if spec.fmt == "json":
         try:
-            records = _json_document(path)
+            records = _json_document(path, spec.max_bytes)
+        except TruncatedInput as e:
+            yield _bad(strict, e.args[0], f"{e.args[1]}; a JSON document cut short has no complete record: {AGAIN}",
+                       None, spec, path)
+            return
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             with open_binary(path) as f:
                 text, _ = decode(f.read())
@@ -242,86 +431,130 @@ def _json_records(spec: SourceSpec, path: str, strict: bool) -> Iterator[dict]:
                     yield _bad(strict, "malformed", f"{origin}: a {type(row).__name__}, not a JSON object",
                                json.dumps(row, default=str), spec, origin)
             return
-    for lineno, raw in _json_lines(path):
-        origin = f"{path}:{lineno}"
-        line, bad_byte = decode(raw)
-        if bad_byte is not None:
-            yield _bad(strict, "invalid_utf8", f"{origin}: invalid UTF-8 at byte {bad_byte} of the line", line,
-                       spec, origin)
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield _bad(strict, "malformed", f"{origin}: malformed JSON: {e.msg} (column {e.colno})", line.rstrip("\n"),
-                       spec, origin)
-            continue
-        if not isinstance(row, dict):
-            yield _bad(strict, "malformed", f"{origin}: a JSON {type(row).__name__}, not an object", line.rstrip("\n"),
-                       spec, origin)
-            continue
-        yield _from_mapping(spec, row, origin, strict, unknown)
+    with open_binary(path) as f:
+        partial = None
+        for lineno, raw, size in _lines(f, spec.max_bytes):
+            if not raw.strip():
+                continue
+            origin = f"{path}:{lineno}"
+            if size > len(raw) or (spec.max_bytes is not None and size > spec.max_bytes):
+                yield _too_long(spec, origin, size, raw, strict)
+                continue
+            if not raw.endswith(b"\n") and cut_of(f) is not None:
+                partial = raw  # the line the cut went through: part of the truncated record, not a malformed one
+                break
+            line, bad_byte = decode(raw)
+            if bad_byte is not None:
+                yield _bad(strict, "invalid_utf8", invalid_utf8(origin, raw, bad_byte), line, spec, origin)
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield _bad(strict, "malformed", f"{origin}: malformed JSON: {e.msg} (column {e.colno})",
+                           line.rstrip("\n"), spec, origin)
+                continue
+            if not isinstance(row, dict):
+                yield _bad(strict, "malformed", f"{origin}: a JSON {type(row).__name__}, not an object",
+                           line.rstrip("\n"), spec, origin)
+                continue
+            yield _from_mapping(spec, row, origin, strict, unknown)
+        yield from _cut_record(spec, path, f, strict, partial)
 
 
 def _txt_records(spec: SourceSpec, path: str, strict: bool) -> Iterator[dict]:
     """txt: the whole file, each blank-line-separated block, or each non-blank line is one document."""
+    limit = spec.max_bytes
 
-    def emit(chunk: list[bytes], first_line: int) -> dict:
+    def emit(chunk: list[bytes], first_line: int, size: int) -> dict:
         origin = path if spec.txt_sample_by == "document" else f"{path}:{first_line}"
         raw = b"\n".join(chunk)
+        if limit is not None and size > limit:
+            return _too_long(spec, origin, size, raw, strict)
         text, bad_byte = decode(raw)
         if bad_byte is not None:
             line = first_line + raw[:bad_byte].count(b"\n")
-            return _bad(strict, "invalid_utf8", f"{path}:{line}: invalid UTF-8", text, spec, origin)
+            at = bad_byte - (raw.rfind(b"\n", 0, bad_byte) + 1)
+            return _bad(strict, "invalid_utf8", invalid_utf8(f"{path}:{line}", raw.split(b"\n")[line - first_line],
+                                                             at), text, spec, origin)
         return _record(text, spec.label, origin)
 
     with open_binary(path) as f:
         if spec.txt_sample_by == "document":
-            yield emit([f.read()], 1)
+            head = f.read() if limit is None else f.read(limit + 1)
+            size = len(head)
+            while limit is not None and size > limit and (more := f.read(1 << 20)):
+                size += len(more)
+            if cut_of(f) is not None:
+                yield from _cut_record(spec, path, f, strict, head[:PREVIEW_CHARS * 4])
+            else:
+                yield emit([head], 1, size)
             return
         block: list[bytes] = []
-        start = 0
-        for lineno, raw in enumerate(f, start=1):
+        start, block_size, partial = 0, 0, None
+        for lineno, raw, size in _lines(f, limit):
+            if not raw.endswith(b"\n") and cut_of(f) is not None:
+                partial = b"\n".join([*block, raw])  # the paragraph or line the cut went through
+                block = []
+                break
             line = raw.rstrip(b"\r\n")
             if spec.txt_sample_by == "line":
                 if line.strip():
-                    yield emit([line], lineno)
+                    yield emit([line], lineno, size - (len(raw) - len(line)))
             elif line.strip():
                 if not block:
-                    start = lineno
-                block.append(line)
+                    start, block_size = lineno, 0
+                if limit is None or block_size <= limit:  # past the limit, only the size is counted
+                    block.append(line)
+                block_size += size - (len(raw) - len(line)) + (1 if block_size else 0)
             elif block:
-                yield emit(block, start)
+                yield emit(block, start, block_size)
                 block = []
         if block:
-            yield emit(block, start)
+            yield emit(block, start, block_size)
+        yield from _cut_record(spec, path, f, strict, partial)
 
 
 def _csv_records(spec: SourceSpec, path: str, strict: bool) -> Iterator[dict]:
+    """CSV rows; a row may span lines (quoted newlines), so the row the cut of a truncated file went through is held
+    back one row and reported with the cut. A too_long row is rejected once read (CSV has no line to skip)."""
     csv.field_size_limit(sys.maxsize)  # documents are longer than csv's 128 KB default field limit
     unknown: set = set()
-    with io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="surrogateescape", newline="") as f:
+    binary = open_binary(path)
+    with io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None) or []
+        held: Optional[dict] = None
         while True:
             try:
                 row = next(reader)
             except StopIteration:
-                return
+                break
             except csv.Error as e:
                 origin = f"{path}:{reader.line_num}"
-                yield _bad(strict, "malformed", f"{origin}: malformed CSV: {e}", None, spec, origin)
-                continue
-            origin = f"{path}:{reader.line_num}"
-            if not row:
-                continue
-            fixed = [_fix_surrogates(v) for v in row]
-            if fixed != row:
-                yield _bad(strict, "invalid_utf8", f"{origin}: invalid UTF-8", ",".join(fixed), spec, origin)
-            elif len(row) != len(header):
-                yield _bad(strict, "malformed", f"{origin}: {len(row)} fields where the header has {len(header)}",
-                           ",".join(row), spec, origin)
+                rec = _bad(strict, "malformed", f"{origin}: malformed CSV: {e}", None, spec, origin)
             else:
-                yield _from_mapping(spec, dict(zip(header, row)), origin, strict, unknown)
+                if not row:
+                    continue
+                rec = _csv_row(spec, header, row, f"{path}:{reader.line_num}", strict, unknown)
+            if held is not None:
+                yield held
+            held = rec
+        if cut_of(binary) is not None:
+            yield from _cut_record(spec, path, binary, strict, None if held is None else
+                                   (held["text"] or "").encode("utf-8", "replace")[:PREVIEW_CHARS * 4])
+        elif held is not None:
+            yield held
+
+
+def _csv_row(spec: SourceSpec, header: list[str], row: list[str], origin: str, strict: bool, unknown: set) -> dict:
+    fixed = [_fix_surrogates(v) for v in row]
+    if fixed != row:
+        return _bad(strict, "invalid_utf8", f"{origin}: invalid UTF-8 (a file in Latin-1 or Windows-1252 needs "
+                    f"converting, e.g. iconv -f CP1252 -t UTF-8)", ",".join(fixed), spec, origin)
+    if len(row) != len(header):
+        return _bad(strict, "malformed", f"{origin}: {len(row)} fields where the header has {len(header)}",
+                    ",".join(row), spec, origin)
+    return _from_mapping(spec, dict(zip(header, row)), origin, strict, unknown)
 
 
 def _fix_surrogates(value: str) -> str:
@@ -334,14 +567,32 @@ def _fix_surrogates(value: str) -> str:
 
 
 def _parquet_records(spec: SourceSpec, path: str, strict: bool) -> Iterator[dict]:
-    import pyarrow.parquet as pq
-
     unknown: set = set()
     row_index = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1000):
+    batches = parquet_file(path).iter_batches(batch_size=1000)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError: a cut or damaged row group
+            yield _bad(strict, "corrupt", f"{path}: unreadable after row {row_index:,} ({type(e).__name__}: {e}); "
+                       f"the rows before are kept: {AGAIN}", None, spec, f"{path}#cut")
+            return
         for row in batch.to_pylist():
             yield _from_mapping(spec, row, f"{path}#{row_index}", strict, unknown)
             row_index += 1
+
+
+def parquet_file(path: str):
+    """A pyarrow ParquetFile, or a DataError naming the file (one cut short has no footer and cannot be read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}); a file cut short (an "
+                        f"interrupted download) has no footer: {AGAIN}") from None
 
 
 def load_hub(spec: SourceSpec, streaming: bool = True):
@@ -370,15 +621,17 @@ def _peek_json_rows(spec: SourceSpec) -> list[dict]:
     for path in spec.files:
         if spec.fmt == "json":
             try:
-                records = _json_document(path)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                records = _json_document(path, spec.max_bytes)
+            except (json.JSONDecodeError, UnicodeDecodeError, TruncatedInput):
                 records = []
             if records is not None:
                 rows.extend(r for r in records[:PEEK_RECORDS] if isinstance(r, dict))
                 if len(rows) >= PEEK_RECORDS:
                     return rows
                 continue
-        for _, raw in _json_lines(path):
+        for _, raw, size in _json_lines(path, spec.max_bytes):
+            if size > len(raw):
+                continue  # too long: the readers reject it
             try:
                 row = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -400,6 +653,7 @@ def find_columns(spec: SourceSpec) -> list[str]:
         columns = list(dict.fromkeys(k for r in rows for k in r))
         if rows and not any(spec.text_field in r for r in rows):
             _missing_column(spec, columns)
+        _check_json_text_types(spec, rows)
         # JSON has no schema: a field whose values are all strings stays a string column; any other field is kept
         # as each value's JSON text ("7", "[1, 2]", "{...}"), which json.loads gives back exactly
         extras = {k: Value("string") for k in columns}
@@ -409,10 +663,9 @@ def find_columns(spec: SourceSpec) -> list[str]:
             columns = next(csv.reader(f), [])
         extras = {k: Value("string") for k in columns}
     elif spec.fmt == "parquet":
-        import pyarrow.parquet as pq
         from datasets import Features
 
-        features = Features.from_arrow_schema(pq.read_schema(spec.files[0]))
+        features = Features.from_arrow_schema(parquet_file(spec.files[0]).schema_arrow)
         columns, extras = list(features), dict(features)
     elif spec.fmt == "hub":
         ds = load_hub(spec)
@@ -426,10 +679,41 @@ def find_columns(spec: SourceSpec) -> list[str]:
         return ["text"]
     if spec.fmt != "jsonl" and spec.fmt != "json" and spec.text_field not in columns:
         _missing_column(spec, columns)
+    if spec.fmt in ("parquet", "hub"):
+        _check_column_type(spec, extras)
     spec.extras = {k: f for k, f in extras.items() if k not in (spec.text_field, "source")}
     spec.as_json = {k: v for k, v in as_json.items() if k in spec.extras}
     spec.renamed = {k: f"meta_{k}" for k in spec.extras if k in RESERVED}
     return columns
+
+
+def _check_column_type(spec: SourceSpec, features: dict) -> None:
+    """A typed column (Parquet, Hub) that holds no text is an error naming its type, not a row-by-row reject."""
+    from datasets import Value
+
+    feature = features[spec.text_field]
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string", "string_view"):
+        return
+    texts = [k for k, f in features.items() if isinstance(f, Value) and f.dtype in ("string", "large_string")]
+    kind = feature.dtype if isinstance(feature, Value) else type(feature).__name__
+    raise DataError(f"source {spec.path!r}: column {spec.text_field!r} holds {kind} values, not text "
+                    f"({spec.files[0]}); set text_field to a string column ({texts or 'there is none'})")
+
+
+def _check_json_text_types(spec: SourceSpec, rows: list[dict]) -> None:
+    """JSON has no schema: when none of the first records holds a string in the text field, the field is the wrong
+    one, and saying so beats rejecting every row."""
+    values = [r[spec.text_field] for r in rows if spec.text_field in r]
+    if not values or any(isinstance(v, str) for v in values):
+        return
+    kinds: dict[str, int] = {}
+    for v in values:
+        kind = "null" if v is None else json_type(v)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    strings = sorted({k for r in rows for k, v in r.items() if isinstance(v, str)})
+    raise DataError(f"source {spec.path!r}: field {spec.text_field!r} holds no string in the first {len(rows)} "
+                    f"records ({', '.join(f'{n} {k}' for k, n in kinds.items())}); set text_field to the field that "
+                    f"holds the text ({strings or 'no field holds strings'})")
 
 
 def _missing_column(spec: SourceSpec, columns: list[str]) -> None:

@@ -4,7 +4,7 @@ Pass one over the sources collects `Keys` (a status, lengths, a 128-bit hash, a 
 from them `select_documents` decides, for every document of every source: kept, or rejected and why (exact_dup,
 near_dup, decontaminated — filters were decided per document already), and which kept documents are held out for
 validation. `select_mixture` then decides how many times each training document is drawn. The decisions are arrays
-indexed by the document's position in its source, so a streamed source can be read again and filtered by index.
+indexed by the document's position in its source, so each task of the pack pass takes the slice of its documents.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Optional
 import numpy as np
 
 from ..config.data_steps import DedupConfig
-from .dedup import DedupDecisions, dedup_decisions
+from .dedup import DedupDecisions
 from .mixture import mixture_counts, mixture_passes, validation_size
 from ..errors import DataError
 from .steps import READ_REASONS
 
 KEPT_CODE = 0  # the status code of a kept document (codes index Keys.reasons; reason None)
+READ_PROBLEMS_SHOWN = 100  # locations of unreadable rows kept for the data card (all are counted)
 STEPS = ("read", "clean", "exact_dedup", "near_dedup", "decontaminate")
 
 
@@ -47,9 +48,13 @@ class Keys:
     languages: list[str] = field(default_factory=list)  # code → ISO 639 language ("" = no letters)
     language: list[np.ndarray] = field(default_factory=list)  # per source: int16 code into `languages` per document
     words_out: list[np.ndarray] = field(default_factory=list)  # per source: words of the cleaned text (clean.py's)
-    signatures: Optional[np.ndarray] = None  # (all documents, num_perm) uint32, memory-mapped from disk
     read_problems: list[str] = field(default_factory=list)  # first locations of unreadable rows (file:line)
     read_problem_count: int = 0
+
+    def note_read_problem(self, where: str) -> None:
+        self.read_problem_count += 1
+        if len(self.read_problems) < READ_PROBLEMS_SHOWN:
+            self.read_problems.append(where)
 
     def code(self, reason: Optional[str]) -> int:
         if reason is None:
@@ -72,8 +77,22 @@ class Keys:
         return np.concatenate([[0], np.cumsum([len(s) for s in self.status])]).astype(np.int64)
 
 
+def check_sources(keys: Keys, specs: list) -> None:
+    """Every source holds records, and some with text: else a clear error naming the source."""
+    from .sources import no_records_error, no_usable_text_error
+
+    usable = [c for c, reason in enumerate(keys.reasons) if reason not in (*READ_REASONS, "empty")]
+    for spec, status in zip(specs, keys.status):
+        if not len(status):
+            raise no_records_error(spec)
+        if not np.isin(status, usable).any():
+            codes, counts = np.unique(status, return_counts=True)
+            raise no_usable_text_error(spec, {keys.reasons[c]: int(n) for c, n in zip(codes, counts)},
+                                       keys.read_problems)
+
+
 class SignatureFile:
-    """MinHash signatures appended batch by batch to a file, then memory-mapped: memory stays flat in streaming."""
+    """MinHash signatures appended batch by batch to a file, then memory-mapped: memory stays flat in corpus size."""
 
     def __init__(self, path: Path, num_perm: int):
         self.path, self.num_perm, self.rows = path, num_perm, 0
@@ -105,18 +124,13 @@ class Selection:
         return (self.status[i] == KEPT_CODE) & ~self.validation[i]
 
 
-def select_documents(keys: Keys, dedup: DedupConfig, validation_fraction: float, max_validation: int,
-                     seed: int, decided: Optional[DedupDecisions] = None) -> Selection:
-    """Exact dedup, near dedup (both across all sources), decontamination, then the validation hold-out.
-
-    `decided` gives the dedup decisions made elsewhere (the executor's sharded stages, hf_llm.data.executor)
-    instead of computing them here from the keys' hashes and signatures."""
+def select_documents(keys: Keys, dedup: DedupConfig, decided: DedupDecisions, validation_fraction: float,
+                     max_validation: int, seed: int) -> Selection:
+    """Exact dedup, near dedup (both across all sources: `decided`, from the exact and near passes),
+    decontamination, then the validation hold-out."""
     offsets = keys.offsets
     status = np.concatenate(keys.status) if keys.status else np.zeros(0, dtype=np.int16)
     clusters = {}
-    if decided is None:
-        hashes = np.concatenate(keys.hashes) if keys.hashes else np.zeros((0, 2), dtype=np.int64)
-        decided = dedup_decisions(status == KEPT_CODE, hashes, keys.signatures, dedup)
     rep = decided.representative  # the kept copy of each duplicate, -1 for every other document
     if dedup.exact.enabled:
         status[decided.exact] = keys.code("exact_dup")

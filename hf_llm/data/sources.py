@@ -18,7 +18,8 @@ from typing import Iterator, Optional
 
 from ..config import SourceConfig
 from ..errors import DataError, HfLlmError
-from .readers import SourceSpec, find_columns, is_blank, iter_records
+from ..shipped import shipped_path
+from .readers import SourceSpec, check_encoding, find_columns, is_blank, iter_records
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ def _data_suffix(path: str) -> str:
 
 
 def resolve_files(path: str) -> list[str]:
-    """A file, a folder (every data file below it) or a glob → sorted file list; an error if nothing matches."""
+    """A file, a folder (every data file below it) or a glob → sorted file list; an error if nothing matches.
+    A relative name that exists neither from the working directory nor as a glob match there is looked up among the
+    files the toolkit ships (hf_llm.shipped: the bundled corpus of the default recipe)."""
+    given, path = path, shipped_path(path)
     if os.path.isdir(path):
         files = [str(p) for p in sorted(Path(path).rglob("*"))
                  if p.is_file() and _data_suffix(str(p)) in SUFFIX_FORMATS]
@@ -51,7 +55,7 @@ def resolve_files(path: str) -> list[str]:
         files = [path] if os.path.isfile(path) else []
     if not files:
         raise DataError(
-            f"data source {path!r} matches no file; give an existing file, folder or glob "
+            f"data source {given!r} matches no file; give an existing file, folder or glob "
             f"(working directory: {os.getcwd()}), or set format: hub for a Hub dataset id"
         )
     return files
@@ -74,6 +78,34 @@ def no_records_error(spec: SourceSpec) -> DataError:
     files = ", ".join(spec.files[:3]) + (", ..." if len(spec.files) > 3 else "")
     return DataError(f"source {spec.path!r} holds no records ({files}: a CSV header only, an empty JSON array, ...); "
                      f"add data to it or remove it from data.sources")
+
+
+# What to do when every row of a source was rejected for one reason (the most frequent one is named).
+UNUSABLE_HINTS = {
+    "invalid_utf8": "The file is not UTF-8 (Latin-1 or Windows-1252?): convert it, e.g. iconv -f CP1252 -t UTF-8 "
+                    "IN > OUT (UTF-16 and UTF-32 are read when the file starts with a byte-order mark)",
+    "malformed": "Check that the file is in the format its suffix says (or set the source's format)",
+    "wrong_type": "Set text_field to the field that holds the text",
+    "missing_text": "Set text_field to the field that holds the text",
+    "too_long": "Raise data.max_document_bytes, or split the documents",
+    "truncated": "Download or copy the file again",
+    "corrupt": "Download or copy the file again",
+    "empty": "Every text is empty or blank: check text_field",
+}
+
+
+def no_usable_text_error(spec: SourceSpec, rejected: dict[str, int], problems: list[str]) -> DataError:
+    """The error for a source none of whose rows is usable: how many rows failed for which reason, the first
+    unreadable row of this source (file, line, byte), and what to do about the most frequent reason."""
+    counts = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items(), key=lambda kv: -kv[1]))
+    first = next((p for p in problems if any(p.startswith(f) for f in spec.files)), None)
+    top = max(rejected, key=lambda r: rejected[r]) if rejected else None
+    hint = UNUSABLE_HINTS.get(top, "See rejects/ of a non-strict run for each row's reason")
+    if first and "iconv" in first:
+        hint = "The file is not UTF-8: convert it (see above)"
+    return DataError(f"source {spec.path!r} has no usable text in column {spec.text_field!r}: "
+                     f"{sum(rejected.values())} rows read, all rejected ({counts})"
+                     f"{'; the first: ' + first if first else ''}. {hint}")
 
 
 def infer_format(files: list[str]) -> str:
@@ -126,8 +158,9 @@ def load_source(src: SourceConfig, streaming: bool = False):
 # ------------------------------------------------------------------------------------ the pipeline's path
 
 
-def open_source(src: SourceConfig) -> SourceSpec:
-    """Resolve a configured source: files (an error if none match), format, and the columns its records carry."""
+def open_source(src: SourceConfig, max_document_bytes: Optional[int] = None) -> SourceSpec:
+    """Resolve a configured source: files (an error if none match), format, and the columns its records carry.
+    A document longer than `max_document_bytes` (data.max_document_bytes) is read as a too_long reject."""
     if src.format == "hub":
         fmt, files = "hub", [src.path]
     else:
@@ -136,11 +169,14 @@ def open_source(src: SourceConfig) -> SourceSpec:
         if fmt not in BUILDERS:
             raise DataError(f"unknown format {fmt!r} for {src.path}; use auto, txt, jsonl, json, parquet, csv or hub")
         files = drop_empty_files(src.path, files)
+        if fmt != "parquet":
+            for f in files:
+                check_encoding(f)
     if src.txt_sample_by not in ("document", "paragraph", "line"):
         raise DataError(f"txt_sample_by must be document, paragraph or line, got {src.txt_sample_by!r}")
     spec = SourceSpec(path=src.path, label=source_label(src), fmt=fmt, files=files, text_field=src.text_field,
                       txt_sample_by=src.txt_sample_by, hub_name=src.name if fmt == "hub" else None,
-                      hub_split=src.split, hub_revision=src.revision)
+                      hub_split=src.split, hub_revision=src.revision, max_bytes=max_document_bytes)
     find_columns(spec)
     return spec
 

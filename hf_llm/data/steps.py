@@ -2,7 +2,7 @@
 
 `clean_keys_batch` runs every document-level decision that needs no other document: normalisation, PII, quality
 filters, and the keys the global steps need (exact hash, MinHash signature, eval-set overlap). `tokenize_batch`
-encodes. Both run unchanged on a `Dataset` (`num_proc` workers) or an `IterableDataset` (streaming).
+encodes. The clean and pack passes call them batch by batch (task_steps.py, task_pack.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from .decontam import NgramIndex, contamination_batch
 from .dedup import dedup_keys
 from .language import language_decision
 
-READ_REASONS = ("malformed", "invalid_utf8", "missing_text")  # set by the readers; the text is not usable
+# set by the readers (hf_llm/data/readers.py); the text is not usable
+READ_REASONS = ("malformed", "invalid_utf8", "missing_text", "wrong_type", "too_long", "truncated", "corrupt")
 
 
 def step_features(features, dedup: DedupConfig):

@@ -41,7 +41,7 @@ def stream_documents(data: DataConfig):
     """All configured sources as one streamed `IterableDataset` of records (interleaved by weight when several)."""
     from datasets import interleave_datasets
 
-    specs = [open_source(src) for src in data.sources]
+    specs = [open_source(src, data.max_document_bytes) for src in data.sources]
     streams = [document_dataset(spec, data.strict, streaming=True) for spec in specs]
     if len(streams) == 1:
         return streams[0]

@@ -204,8 +204,8 @@ def export_model(accelerator, model, tokenizer, out_dir: str | Path, card: str, 
     unwrapped = unwrap_for_export(accelerator, model)
     if accelerator.is_main_process:
         with publishing(out) as tmp:
-            unwrapped.save_pretrained(str(tmp), state_dict=strip_compile_prefix(state_dict),
-                                      max_shard_size=max_shard_size)
+            state_dict = drop_tied_copies(strip_compile_prefix(state_dict), unwrapped)
+            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, max_shard_size=max_shard_size)
             gen = GenerationConfig(
                 bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id,
@@ -231,6 +231,20 @@ def unwrap_for_export(accelerator, model):
     """The plain model under the DDP/DeepSpeed wrapper and any torch.compile wrapper: saving a compiled wrapper
     writes keys prefixed `_orig_mod.`, which `from_pretrained` ignores and initialises every weight at random."""
     return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
+def drop_tied_copies(state_dict: Optional[dict], model) -> Optional[dict]:
+    """Without the tied copies (`lm_head.weight` when the head shares the embedding) that the model ties again on load.
+    A state dict gathered from FSDP shards holds them as separate tensors, and transformers drops a tied weight only
+    when it shares storage with its source, so the export would store the embedding twice."""
+    import torch
+
+    tied = getattr(model, "_tied_weights_keys", None)
+    if state_dict is None or not getattr(model.config, "tie_word_embeddings", False) or not isinstance(tied, dict):
+        return state_dict
+    copies = {target for target, source in tied.items()
+              if target in state_dict and source in state_dict and torch.equal(state_dict[target], state_dict[source])}
+    return {k: v for k, v in state_dict.items() if k not in copies}
 
 
 def strip_compile_prefix(state_dict: Optional[dict]) -> Optional[dict]:

@@ -140,9 +140,14 @@ def fused_loss_blocker(model: Any, accelerator: Any = None) -> Optional[str]:
         return "the model's forward has no logits_to_keep"
     if hasattr(head.weight, "ds_id") or zero_stage(accelerator) == 3:
         return "ZeRO-3 partitions the head's weight outside the forward"
-    if accelerator is not None and str(getattr(accelerator, "distributed_type", "")).endswith("FSDP"):
+    if is_fsdp(accelerator):
         return "FSDP shards the head's weight outside the forward"
     return None
+
+
+def is_fsdp(accelerator: Any) -> bool:
+    """Whether `accelerator` shards with FSDP (1 or 2)."""
+    return str(getattr(accelerator, "distributed_type", "")).endswith("FSDP")
 
 
 def zero_stage(accelerator: Any) -> Optional[int]:

@@ -101,12 +101,13 @@ def memory_summary(accelerator, model, train, model_config, seq_len: int) -> dic
     """Peak memory of the run, and the largest micro-batch the estimator fits in this device's memory for this
     model, sequence length, strategy, checkpointing and loss (the chunked loss's logits do not grow with it)."""
     from ..estimate import largest_micro_batch, shape_from_config
-    from .loss import fused_loss_blocker, zero_stage
+    from .loss import fused_loss_blocker, is_fsdp, zero_stage
 
     device = accelerator.device
     fused = train.fused_loss != "false" and fused_loss_blocker(accelerator.unwrap_model(model), accelerator) is None
     stage = zero_stage(accelerator)
-    strategy = f"zero{stage}" if stage else "ddp"
+    # FSDP's full sharding keeps what ZeRO-3 keeps per process (a shard of weights, gradients, optimizer states).
+    strategy = f"zero{stage}" if stage else ("zero3" if is_fsdp(accelerator) else "ddp")
     budget = device_memory_bytes(device)
     largest = None
     if budget:

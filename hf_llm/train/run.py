@@ -14,7 +14,7 @@ from ..config import RunConfig, TrainConfig
 from ..errors import ConfigError, HfLlmError
 from .checkpoint import (LoopState, check_checkpoint_owner, check_init_from, claim_lineage, load_checkpoint,
                          resolve_resume, start_from_checkpoint)
-from .loss import output_loss_for, zero_stage
+from .loss import is_fsdp, output_loss_for, zero_stage
 from .loop import LoopSetup, run_loop
 from .metrics import device_peak_flops, frozen_matmul_params, model_flops_per_token
 from .objective import CausalLMObjective, Objective
@@ -108,9 +108,105 @@ def make_accelerator(train: TrainConfig, precision: str, out: Path):
     if dropped:
         raise ConfigError(f"accelerate does not see the package for train.report_to={dropped} as installed (it reads "
                           f"the package metadata): {TRACKER_INSTALL[dropped[0]]}, or remove it from train.report_to")
+    honour_launch(accelerator, world)
+    check_strategy_options(accelerator, train)
     if accelerator.device.type == "cpu":
         set_cpu_threads(train.cpu_threads)
+    accelerator.print(f"strategy: {strategy_name(accelerator)} over {accelerator.num_processes} process(es) on "
+                      f"{accelerator.device.type}")
     return accelerator
+
+
+def honour_launch(accelerator, world: int) -> None:
+    """Run what the launch config asked for, or stop with the reason: accelerate replaces a strategy it cannot set up
+    on this machine without a word (FSDP and DeepSpeed become DDP under ACCELERATE_USE_CPU; on a machine without
+    GPUs a GPU config without ACCELERATE_USE_CPU wraps nothing, and each process trains its own replica). The one
+    exception is repaired, not refused: FSDP2 on CPUs (see `fsdp_on_cpu`)."""
+    from accelerate.utils import DistributedType
+
+    asked = launch_request()
+    ran = accelerator.distributed_type
+    # A GPU config (ddp, fsdp) on a machine without GPUs and without ACCELERATE_USE_CPU: accelerate finds no device
+    # type to distribute over and sets up NO; with our gloo backend it still joins the processes in a group (so
+    # the data is split) but wraps nothing, and each process would train its own replica.
+    alone = ran == DistributedType.NO and (accelerator.num_processes > 1 or world > 1)
+    if alone or (world > 1 and accelerator.num_processes != world):
+        raise ConfigError(
+            f"the launcher started {world} processes but accelerate set up {ran.value} over "
+            f"{accelerator.num_processes}: each process would train alone. On a machine without GPUs prefix the "
+            f"launch with ACCELERATE_USE_CPU=1 (not with DeepSpeed, which runs over gloo by itself)")
+    if asked == "deepspeed" and ran != DistributedType.DEEPSPEED:
+        raise ConfigError(
+            f"the launch config asks for DeepSpeed but accelerate set up {ran.value} (ACCELERATE_USE_CPU="
+            f"{os.environ.get('ACCELERATE_USE_CPU')!r} turns DeepSpeed into DDP); launch DeepSpeed without "
+            f"ACCELERATE_USE_CPU: on CPUs it runs over gloo by itself")
+    if asked == "fsdp" and ran != DistributedType.FSDP:
+        version = os.environ.get("FSDP_VERSION", "1")
+        if ran == DistributedType.MULTI_CPU and version == "2":
+            fsdp_on_cpu(accelerator)
+        else:
+            raise ConfigError(
+                f"the launch config asks for FSDP (fsdp_version {version}) but accelerate set up {ran.value}; FSDP "
+                f"runs on GPUs, or on CPUs with fsdp_version: 2 and ACCELERATE_USE_CPU=1 "
+                f"(configs/accelerate/fsdp.yaml)")
+
+
+def check_strategy_options(accelerator, train: TrainConfig) -> None:
+    """Options the strategy that runs cannot honour stop the run here, in seconds, before any data work."""
+    if train.fused_loss == "true" and is_fsdp(accelerator):
+        raise ConfigError("train.fused_loss=true cannot apply under FSDP: FSDP shards the head's weight outside the "
+                          "forward; set train.fused_loss=auto (the model's own loss runs) or false")
+
+
+def launch_request() -> Optional[str]:
+    """The sharding the launcher was asked for (accelerate launch exports it to every process), or None."""
+    for name, flag in (("deepspeed", "ACCELERATE_USE_DEEPSPEED"), ("fsdp", "ACCELERATE_USE_FSDP")):
+        if os.environ.get(flag, "false").lower() == "true":
+            return name
+    return None
+
+
+def fsdp_on_cpu(accelerator) -> None:
+    """FSDP2 over gloo on CPUs, through accelerate's own FSDP2 code.
+
+    accelerate (checked on 1.16) turns FSDP on only in `AcceleratorState` for accelerator devices (its MULTI_GPU,
+    MULTI_XPU, ... branch); a CPU launch (ACCELERATE_USE_CPU=1 → MULTI_CPU, gloo) keeps DDP and drops the FSDP
+    settings it was handed. Nothing after that needs a GPU: torch's `fully_shard` runs on a CPU device mesh over gloo,
+    and accelerate's FSDP2 paths (prepare: `fully_shard` per decoder layer, `clip_grad_norm_`, `get_state_dict`
+    gathering the full state dict, `save_state`/`load_state` through torch.distributed.checkpoint) take the device
+    from the mesh. So this sets the state accelerate sets on a GPU launch, from the same FSDP_* variables the
+    launcher exported: the distributed type and the plugin, with the run's mixed precision. Called right after the
+    Accelerator is built, before anything is prepared."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # reads FSDP_* as accelerate's Accelerator does
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    AcceleratorState._shared_state.update(distributed_type=DistributedType.FSDP, fsdp_plugin=plugin)
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    if not accelerator.is_fsdp2:
+        raise HfLlmError("could not switch accelerate to FSDP2 on CPU (its state layout changed?); launch with "
+                         "configs/accelerate/ddp.yaml, or on GPUs")
+
+
+def strategy_name(accelerator) -> str:
+    """The strategy this run actually runs (not the one asked for): what the log line, the summary and the card
+    state. "single process", "DDP", "FSDP2" (+ parameter offload), "ZeRO-n" (+ offload)."""
+    state = accelerator.state
+    if getattr(state, "deepspeed_plugin", None) is not None:
+        zero = state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+        offload = [what for what in ("optimizer", "param")
+                   if zero.get(f"offload_{what}", {}).get("device", "none") not in (None, "none")]
+        name = f"ZeRO-{zero_stage(accelerator) or 0}"
+        return name + (f" (offload: {', '.join(offload)} to {zero['offload_' + offload[0]]['device']})"
+                       if offload else "")
+    if is_fsdp(accelerator):
+        plugin = state.fsdp_plugin
+        offload = getattr(plugin.cpu_offload, "offload_params", False) or type(plugin.cpu_offload).__name__ == \
+            "CPUOffloadPolicy"
+        return f"FSDP{plugin.fsdp_version}" + (" (offload: parameters to cpu)" if offload else "")
+    return "DDP" if accelerator.num_processes > 1 else "single process"
 
 
 def process_group_kwargs(train: TrainConfig, world: int, cuda: bool) -> list:

@@ -24,8 +24,9 @@ def median(values: Sequence[float]) -> Optional[float]:
 
 
 def run_summary(cfg: RunConfig, state: LoopState, precision: str, world: int, seconds: float,
-                job: dict[str, Any]) -> dict[str, Any]:
-    """The summary of a finished (or, for a checkpoint's card, running) job; `job` holds the job's own facts."""
+                job: dict[str, Any], strategy: str) -> dict[str, Any]:
+    """The summary of a finished (or, for a checkpoint's card, running) job; `job` holds the job's own facts.
+    `strategy` is the one the run really ran (hf_llm.train.run.strategy_name), not the one the launch asked for."""
     from ..downstream import downstream_results, downstream_warnings
 
     return {
@@ -35,6 +36,7 @@ def run_summary(cfg: RunConfig, state: LoopState, precision: str, world: int, se
         "wall_seconds": round(seconds, 1),
         "train_seconds": round(state.elapsed_seconds, 1),
         "processes": world,
+        "strategy": strategy,
         "precision": precision,
         "final_train_loss": state.train_loss,
         "final_train_metrics": state.train_metrics,  # the objective's own (e.g. preference accuracy); {} for causal LM

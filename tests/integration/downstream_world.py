@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import hf_llm.downstream as downstream
 from hf_llm.config import TaskConfig, TokenizerConfig
 from hf_llm.data.tokenizer import train_bpe_tokenizer
-from hf_llm.train.loop import evaluate_tasks
+from hf_llm.train.downstream import evaluate_tasks
 from tests.conftest import sample_documents
 
 TASKS = Path(__file__).resolve().parents[1] / "data" / "tasks"

@@ -1,58 +1,30 @@
 """DDP and DeepSpeed ZeRO 1/2/3 through the shipped accelerate configs, 2 processes on CPU (gloo).
 
 Checks: each strategy trains (loss falls) and exports a loadable model; 2 processes × micro-batch b match
-1 process × 2 accumulation steps of b; ZeRO-3 resumes and its export equals the live sharded model.
+1 process × 2 accumulation steps of b. (ZeRO-3's export ≡ live model and resume: tests/matrix/test_export_matrix.py.)
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from ..conftest import REPO, tiny_overrides
+from ..conftest import launch_pretraining, tiny_overrides
 
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
-
-
-def _env(cpu_ddp: bool = False) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("ACCELERATE_USE_CPU", None)  # with DeepSpeed it would silently turn the run into DDP
-    if cpu_ddp:
-        env["ACCELERATE_USE_CPU"] = "1"
-    return env
+# Every test here launches 2 processes.
+pytestmark = pytest.mark.slow
 
 
 def _launch(config: str | None, out: Path, overrides: list[str]) -> dict:
-    if config is None:
-        head = [*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    else:
-        head = [*ACCELERATE, "--config_file", f"configs/accelerate/{config}.yaml"]
-    proc = subprocess.run([*head, "scripts/pretrain.py", *overrides], cwd=REPO, env=_env(config == "ddp"),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return json.loads((out / "summary.json").read_text())
+    return launch_pretraining(config, out, overrides)
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """One prepared data folder for every run, so they see identical blocks."""
-    from hf_llm.config import DataConfig, SourceConfig, TokenizerConfig
-    from hf_llm.data.pipeline import build_prepared_data
-
-    from ..conftest import sample_documents
-
-    root = tmp_path_factory.mktemp("dist")
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(d) + "\n" for d in sample_documents(120)))
-    build_prepared_data(DataConfig(sources=[SourceConfig(path=str(corpus))], seq_len=64),
-                        TokenizerConfig(vocab_size=512), root / "prepared")
-    return root / "prepared"
+def prepared(prepared_corpus) -> Path:
+    """One prepared data folder for every run (the session's), so they see identical blocks."""
+    return prepared_corpus
 
 
 def _overrides(out: Path, prepared: Path, *extra: str) -> list[str]:
@@ -94,27 +66,3 @@ def test_two_processes_equal_one_process_with_accumulation(strategy, precision, 
     assert len(a) == len(b) == 8
     tolerance = {"fp32": 1e-4, "bf16": 2e-2}[precision]
     assert max(abs(x - y) for x, y in zip(a, b)) <= tolerance, (a, b)
-
-
-def test_zero3_resume_and_export_equal_live_model(tmp_path, prepared):
-    full = _launch("zero3", tmp_path / "full", _overrides(tmp_path / "full", prepared))
-    part = tmp_path / "part"
-    _launch("zero3", part, _overrides(part, prepared, "train.stop_after_steps=4"))
-    resumed = _launch("zero3", part, _overrides(part, prepared, "train.resume_from=latest"))
-    assert max(abs(x - y) for x, y in zip(_losses(full)[4:], _losses(resumed)[-4:])) <= 1e-5
-
-    # The live (sharded) model's last validation loss covered blocks 0..15 (2 batches of 4 on each of 2
-    # processes); the gathered export must give the same loss on the same blocks.
-    from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM
-
-    from hf_llm.data.pipeline import load_prepared
-    from hf_llm.train.collate import PackedCollator
-    from hf_llm.train.loop import evaluate_loss
-    from hf_llm.train.stages import build_eval_loader
-
-    prep = load_prepared(prepared)
-    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "full" / "model"), dtype=torch.float32)
-    loader = build_eval_loader(prep.validation.select(range(16)), 4, PackedCollator(prep.tokenizer.eos_token_id))
-    loss, _, _ = evaluate_loss(Accelerator(cpu=True), model, loader)
-    assert abs(loss - full["final_val_loss"]) <= 1e-4, (loss, full["final_val_loss"])

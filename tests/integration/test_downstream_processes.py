@@ -14,6 +14,7 @@ import pytest
 from ..conftest import REPO
 
 SCRIPT = REPO / "tests" / "integration" / "downstream_world.py"
+pytestmark = pytest.mark.slow  # every test launches 1 or 2 processes
 
 
 def _launch(processes: int, out, mode: str = "score") -> list[dict]:

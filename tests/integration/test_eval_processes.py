@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ..conftest import REPO
 
 SCRIPT = REPO / "tests" / "integration" / "eval_world.py"
+pytestmark = pytest.mark.slow  # launches 1 and 2 processes
 
 
 def _launch(processes: int, out) -> dict:

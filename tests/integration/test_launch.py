@@ -1,5 +1,6 @@
 """Real `accelerate launch` runs of scripts/pretrain.py on CPU: one process, two processes (DDP over gloo),
-and a run killed with SIGKILL that resumes from its last complete checkpoint."""
+a run killed with SIGKILL that resumes from its last complete checkpoint, and 2 processes on a folder
+prepared by the executor."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import sys
 import time
 
 import pytest
-import torch
 
+from ..conftest import ACCELERATE, REPO, tiny_overrides
 
-from ..conftest import REPO, tiny_overrides
-
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+# Every test here launches processes. (Bit-identical resume, streamed and on 2 processes included, is proven in
+# tests/matrix/test_resume_matrix.py; here a SIGKILLed run resumes.)
+pytestmark = pytest.mark.slow
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -32,6 +33,7 @@ def _launch(args: list[str], env: dict[str, str], timeout: int = 600) -> subproc
 
 
 def test_single_process_launch_completes_and_exports(tmp_path, small_corpus):
+    """The one launch that prepares its data itself, as a user's first run does."""
     out = tmp_path / "run"
     proc = _launch([*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                     "--dynamo_backend", "no", "scripts/pretrain.py", *tiny_overrides(out, small_corpus)], _env())
@@ -41,11 +43,12 @@ def test_single_process_launch_completes_and_exports(tmp_path, small_corpus):
     assert (out / "model" / "model.safetensors").is_file() and (out / "config.yaml").is_file()
 
 
-def test_two_process_launch_completes_and_exports(tmp_path, small_corpus):
+def test_two_process_launch_completes_and_exports(tmp_path, shared_corpus, prepared_corpus):
     out = tmp_path / "ddp"
     # --multi_gpu with ACCELERATE_USE_CPU gives real DDP over gloo; a world size of 1 would pass silently, so check it.
     _launch([*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-             "--dynamo_backend", "no", "scripts/pretrain.py", *tiny_overrides(out, small_corpus)],
+             "--dynamo_backend", "no", "scripts/pretrain.py",
+             *tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}")],
             _env(ACCELERATE_USE_CPU="1"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 6
@@ -56,11 +59,11 @@ def test_two_process_launch_completes_and_exports(tmp_path, small_corpus):
     assert AutoModelForCausalLM.from_pretrained(str(out / "model")) is not None
 
 
-def test_sigkill_then_resume_from_latest(tmp_path, small_corpus):
+def test_sigkill_then_resume_from_latest(tmp_path, shared_corpus, prepared_corpus):
     out = tmp_path / "killed"
     args = [sys.executable, "scripts/pretrain.py",
-            *tiny_overrides(out, small_corpus, "train.max_steps=400", "train.save_every=2", "train.keep_last=3",
-                            "eval.every=1000", "train.resume_from=latest")]
+            *tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}", "train.max_steps=400",
+                            "train.save_every=2", "train.keep_last=3", "eval.every=1000", "train.resume_from=latest")]
     proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     ckpts = out / "checkpoints"
@@ -79,35 +82,6 @@ def test_sigkill_then_resume_from_latest(tmp_path, small_corpus):
     assert summary["steps"] == done[-1] + 2
 
 
-def test_two_process_streaming_resume_is_exact(tmp_path, small_corpus):
-    """data.stream_train: each process reads its own split of the stream; a stopped run resumes at the exact block."""
-    from safetensors.torch import load_file
-
-    from hf_llm.config import TokenizerConfig
-    from hf_llm.data.tokenizer import train_bpe_tokenizer
-
-    from ..conftest import sample_documents
-
-    tok = tmp_path / "tokenizer"
-    train_bpe_tokenizer([d["text"] for d in sample_documents(40)], TokenizerConfig(vocab_size=400)).save_pretrained(str(tok))
-    head = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "scripts/pretrain.py"]
-
-    def run(out, *extra):
-        return _launch([*head, *tiny_overrides(out, small_corpus, "data.stream_train=true",
-                                               f"tokenizer.name_or_path={tok}", *extra)], _env(ACCELERATE_USE_CPU="1"))
-
-    run(tmp_path / "full")
-    run(tmp_path / "part", "train.stop_after_steps=3")
-    run(tmp_path / "part", "train.resume_from=latest")
-    full = json.loads((tmp_path / "full" / "summary.json").read_text())
-    assert full["processes"] == 2 and full["steps"] == 6
-    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "part" / "model" / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed streaming run diverged"
-
-
-@pytest.mark.slow
 def test_two_process_pretraining_on_executor_shards(tmp_path, small_corpus):
     """A folder prepared on the local executor (one train/ shard per task) is read by `data.prepared` and trained
     on with 2 processes. (Resume on a prepared folder is exact whatever its shards: the loop's tests cover it.)"""

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from datasets import load_from_disk
 
 from ..conftest import REPO, tiny_overrides
@@ -21,6 +22,7 @@ def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow  # runs prepare_data and pretraining as processes
 def test_prepare_then_pretrain_on_the_prepared_folder(tmp_path, small_corpus):
     with small_corpus.open("a") as f:
         f.write('{"id": "broken", "text": "unterminated\n')  # a bad line: reported and kept in rejects/
@@ -28,7 +30,7 @@ def test_prepare_then_pretrain_on_the_prepared_folder(tmp_path, small_corpus):
     proc = _run(["scripts/prepare_data.py", f"output_dir={prepared}", f"data.sources=[{{path: '{small_corpus}'}}]",
                  "data.seq_len=64", "data.packing=best_fit", "tokenizer.vocab_size=512"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert f"prepared {prepared}" in proc.stdout and "step 5/6 pack" in proc.stderr
+    assert f"prepared {prepared}" in proc.stdout and "pass 5/6 pack" in proc.stderr
     for name in ("train", "validation", "rejects", "tokenizer", "data_card.json", "DATA_CARD.md", "data_config.yaml"):
         assert (prepared / name).exists(), name
     card = json.loads((prepared / "data_card.json").read_text())

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+import pytest
 
-from ..conftest import REPO, tiny_overrides
+from ..conftest import ACCELERATE, REPO, tiny_overrides
 
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+pytestmark = pytest.mark.slow  # launches 2 processes
 
 
-def test_two_processes_log_one_run_per_tracker(tmp_path, small_corpus, monkeypatch):
+def test_two_processes_log_one_run_per_tracker(tmp_path, shared_corpus, prepared_corpus, monkeypatch):
     store, out = tmp_path / "mlruns", tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "ACCELERATE_USE_CPU": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
@@ -23,7 +23,8 @@ def test_two_processes_log_one_run_per_tracker(tmp_path, small_corpus, monkeypat
     env.pop("WANDB_DIR", None)
     args = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
             "--dynamo_backend", "no", "scripts/pretrain.py",
-            *tiny_overrides(out, small_corpus, "train.report_to=[tensorboard,wandb,mlflow]")]
+            *tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}",
+                            "train.report_to=[tensorboard,wandb,mlflow]")]
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     summary = json.loads((out / "summary.json").read_text())

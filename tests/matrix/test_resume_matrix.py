@@ -1,8 +1,10 @@
 """Resume twice: stop → resume → stop → resume equals an uninterrupted run, bit for bit, on CPU.
 
 The matrix: data {in-memory (a prepared folder), streamed (`data.stream_train`)} × processes {1, 2} × attention
-dropout {0, 0.05}, plus a LoRA fine-tuning cell with `adapter.dropout=0.05`. Every cell trains 6 steps straight
-through, and again in three invocations (stop at 2, stop at 4, finish), then checks:
+dropout {0, 0.05}, plus a LoRA fine-tuning cell with `adapter.dropout=0.05`, plus the same over `data.stages` (two
+corpora, the switch after step 3) × data × processes, and a staged cell with 2 accumulation steps stopped before,
+exactly at and after the boundary; ZeRO-3 resumes in tests/matrix/test_export_matrix.py. Every cell trains 6 steps
+straight through, and again in three invocations (stop at 2, stop at 4, finish), then checks:
 
 - every tensor of the exported model (or adapter and merged model) is `torch.equal` to the uninterrupted run's;
 - the logged train losses of every step, and the validation losses, are equal;
@@ -118,16 +120,19 @@ def _state(out: Path, step: int) -> dict:
     return json.loads((out / "checkpoints" / f"step-{step}" / "trainer_state.json").read_text())
 
 
-def _train_in_segments(out: Path, overrides: list[str], run) -> tuple[list[dict], dict[int, dict]]:
-    """Stop at each of STOPS, resume from the latest checkpoint, finish. Returns the summaries and the loop state
+def _train_in_segments(out: Path, overrides: list[str], run, stops: tuple[int, ...] = STOPS
+                       ) -> tuple[list[dict], dict[int, dict]]:
+    """Stop at each of `stops`, resume from the latest checkpoint, finish. Returns the summaries and the loop state
     of every checkpoint, read right after the segment that wrote it."""
     summaries, states = [], {}
-    for i, stop in enumerate((*STOPS, None)):
+    for i, stop in enumerate((*stops, None)):
         extra = [] if i == 0 else ["train.resume_from=latest"]
         extra += [] if stop is None else [f"train.stop_after_steps={stop}"]
         summaries.append(run(out, [*overrides, *extra]))
         assert summaries[-1]["steps"] == (STEPS if stop is None else stop)
-        states.update({s: _state(out, s) for s in range(2, summaries[-1]["steps"] + 1, 2) if s not in states})
+        done = summaries[-1]["steps"]
+        states.update({s: _state(out, s) for s in sorted({*range(2, done + 1, 2), *(x for x in stops if x <= done)})
+                       if s not in states})
     return summaries, states
 
 
@@ -173,14 +178,15 @@ def _assert_same_states(full_out: Path, states: dict[int, dict], processes: int,
     assert len(states[STEPS]["stream_positions"]) == processes
 
 
-def _assert_same_batches(full_out: Path, part_out: Path, processes: int) -> None:
+def _assert_same_batches(full_out: Path, part_out: Path, processes: int, stops: tuple[int, ...] = STOPS) -> None:
     """The recorded micro-batches: the segments together are the uninterrupted run's, and no segment replays
-    an earlier one (the second resumed segment, steps 5-6, is not steps 3-4 again)."""
+    the one before it (with the default stops: the second resumed segment, steps 5-6, is not steps 3-4 again)."""
+    bounds = (0, *stops, STEPS)
     for rank in range(processes):
         full, part = read_consumed(full_out, rank), read_consumed(part_out, rank)
         assert len(full) == STEPS and part == full, f"rank {rank} trained on other batches after resume"
-        segments = [part[0:2], part[2:4], part[4:6]]
-        assert segments[2] != segments[1] and segments[1] != segments[0], f"rank {rank}: a segment was replayed"
+        segments = [part[a:b] for a, b in zip(bounds, bounds[1:])]
+        assert all(b[:len(a)] != a for a, b in zip(segments, segments[1:])), f"rank {rank}: a segment was replayed"
 
 
 def _assert_dropout_state(config_dir: Path, dropout: float) -> None:
@@ -254,17 +260,9 @@ def test_llama_attention_dropout_is_active_in_train_mode(attn):
 
 
 @pytest.fixture(scope="module")
-def base_model(data_root, tmp_path_factory) -> Path:
-    """The tiny Llama pretrained for 4 steps on the prepared folder (a high LR so it leaves its initial scale)."""
-    from hf_llm.config import load_config
-    from hf_llm.pretrain import run_pretraining
-
-    out = tmp_path_factory.mktemp("lora_base") / "run"
-    run_pretraining(load_config(None, tiny_overrides(
-        out, data_root["corpus"], f"data.prepared={data_root['prepared']}", "train.max_steps=4", "train.lr=3e-2",
-        "train.save_every=null", "eval.every=4", "train.cpu_threads=1")))
-    reset_accelerate_state()
-    return out / "model"
+def base_model(tiny_base_model) -> Path:
+    """The session's tiny pretrained Llama (conftest: 12 steps at a high LR, so it leaves its initial scale)."""
+    return tiny_base_model
 
 
 def _lora_overrides(out: Path, base: Path) -> list[str]:
@@ -329,35 +327,41 @@ def staged_root(data_root, tmp_path_factory) -> dict[str, Path]:
     return {**data_root, "second_corpus": corpus, "second_prepared": root / "prepared"}
 
 
-def _staged_overrides(out: Path, data: str, processes: int, roots: dict[str, Path]) -> list[str]:
+def _staged_overrides(out: Path, data: str, processes: int, roots: dict[str, Path], accum: int = 1) -> list[str]:
     """The matrix's run with `data.stages`: the first corpus for 3 steps, then the second one (stops at 2 and 4
-    fall before and after the boundary; the second segment crosses it)."""
+    fall before and after the boundary; the second segment crosses it). `accum`: the step's 4 blocks as that many
+    micro-batches per process (a boundary must not split an accumulation window)."""
     if data == "stream":
         stages = (f"[{{sources: [{{path: '{roots['corpus']}'}}], until_step: 3}}, "
                   f"{{sources: [{{path: '{roots['second_corpus']}'}}]}}]")
     else:
         stages = f"[{{prepared: '{roots['prepared']}', until_step: 3}}, {{prepared: '{roots['second_prepared']}'}}]"
     return _pretrain_overrides(out, data, processes, 0.05, roots, "data.prepared=null", "data.sources=[]",
-                               f"data.stages={stages}")
+                               f"data.stages={stages}", f"train.micro_batch_size={4 // processes // accum}",
+                               f"train.grad_accum_steps={accum}", "train.keep_last=4")
 
 
-STAGED_CELLS = [pytest.param(data, processes, id=f"staged-{data}-{processes}proc-dropout0.05",
+STAGED_CELLS = [pytest.param(data, processes, 1, STOPS, id=f"staged-{data}-{processes}proc-dropout0.05",
                              marks=[pytest.mark.slow] if processes > 1 else [])
-                for data in ("memory", "stream") for processes in (1, 2)]
+                for data in ("memory", "stream") for processes in (1, 2)] + [
+    # stopped before the boundary, exactly at it (the checkpoint is the first stage's last) and after it, with
+    # 2 micro-batches per step
+    pytest.param("memory", 1, 2, (2, 3, 4), id="staged-memory-1proc-accum2-stops2,3,4-dropout0.05")]
 
 
-@pytest.mark.parametrize("data,processes", STAGED_CELLS)
-def test_staged_pretraining_resumed_twice_equals_uninterrupted(data, processes, staged_root, tmp_path):
+@pytest.mark.parametrize("data,processes,accum,stops", STAGED_CELLS)
+def test_staged_pretraining_resumed_twice_equals_uninterrupted(data, processes, accum, stops, staged_root, tmp_path):
     """Resume across a data-stage boundary: every process switches at the same step, and the stage and the position
     within it come back from the checkpoint."""
     def run(out: Path, overrides: list[str]) -> dict:
         return _run_in_process(out, overrides) if processes == 1 else _launch_two(out, overrides)
 
     full_out, part_out = tmp_path / "full", tmp_path / "part"
-    full = run(full_out, _staged_overrides(full_out, data, processes, staged_root))
+    full = run(full_out, _staged_overrides(full_out, data, processes, staged_root, accum))
     assert full["processes"] == processes
     assert [(s["steps"], s["tokens"]) for s in full["stages"]] == [(3, 3 * 4 * 64), (3, 3 * 4 * 64)]
-    summaries, states = _train_in_segments(part_out, _staged_overrides(part_out, data, processes, staged_root), run)
+    summaries, states = _train_in_segments(part_out, _staged_overrides(part_out, data, processes, staged_root, accum),
+                                           run, stops)
 
     _assert_same_tensors(full_out / "model" / "model.safetensors", part_out / "model" / "model.safetensors")
     for step in (2, 4, 6):
@@ -366,12 +370,15 @@ def test_staged_pretraining_resumed_twice_equals_uninterrupted(data, processes, 
     _assert_same_history(full, summaries[-1])
     keys = ("step", "tokens_seen", "epoch", "batches_in_epoch", "stream_positions", "stage", "stage_steps")
     for step, state in states.items():
-        assert {k: state[k] for k in keys} == {k: _state(full_out, step)[k] for k in keys}, step
+        if step % 2 == 0:  # the uninterrupted run saves every 2 steps
+            assert {k: state[k] for k in keys} == {k: _state(full_out, step)[k] for k in keys}, step
     assert [states[s]["stage"] for s in (2, 4, 6)] == [0, 1, 1] and states[6]["stage_steps"] == [3, 3]
-    # One step into the second stage, every process is one micro-batch into it (the position restarted there).
+    if 3 in states:  # stopped at the boundary: the position is still the first stage's
+        assert states[3]["stage"] == 0 and states[3]["batches_in_epoch"] == 3 * accum
+    # One step into the second stage, every process is one step's micro-batches into it (the position restarted).
     if data == "stream":
-        assert states[4]["stream_positions"] == [[0, 1]] * processes
+        assert states[4]["stream_positions"] == [[0, accum]] * processes
     else:
-        assert (states[4]["epoch"], states[4]["batches_in_epoch"]) == (0, 1)
-    _assert_same_batches(full_out, part_out, processes)
+        assert (states[4]["epoch"], states[4]["batches_in_epoch"]) == (0, accum)
+    _assert_same_batches(full_out, part_out, processes, stops)
     assert summaries[-1]["stages"] == full["stages"]

@@ -23,7 +23,7 @@ from hf_llm.data.clean import (
 )
 
 from ..conftest import SAMPLE
-from ..corpora import BAD_KINDS, bad_pages, base_documents
+from benchmarks.corpora import BAD_KINDS, bad_pages, base_documents
 
 
 def rejected(texts: list[str], cfg: CleanConfig) -> float:

@@ -17,11 +17,12 @@ from hf_llm.cli import COMMANDS, main
 from ..conftest import REPO
 
 SCRIPTS = {"prepare-data": "prepare_data.py", "plan": "plan.py", "pretrain": "pretrain.py", "finetune": "finetune.py",
-           "evaluate": "evaluate.py", "push": "push_to_hub.py"}
+           "evaluate": "evaluate.py", "push": "push_to_hub.py", "gguf": "export_gguf.py"}
 # Arguments each command's job accepts; the job itself is replaced by a recorder.
 ARGS = {"prepare-data": ["output_dir=prepared"], "plan": ["gpus=2", "nodes=1"], "pretrain": ["train.lr=0.5"],
         "finetune": ["train.max_steps=3"], "evaluate": ["model=some/model", "batch_size=2"],
-        "push": ["folder", "me/repo", "--revision", "dev", "--no-private"]}
+        "push": ["folder", "me/repo", "--revision", "dev", "--no-private"],
+        "gguf": ["runs/tiny/model", "--outtype", "q8_0"]}
 
 
 def console_script() -> str:
@@ -68,7 +69,7 @@ def test_console_script_command_help_lists_every_key_with_its_default_and_why(tm
     keys = _leaves(RunConfig)
     assert len(keys) > 100 and not set(keys) - shown, sorted(set(keys) - shown)
     lines = {line.split(" = ")[0].strip(): line for line in proc.stdout.splitlines() if " = " in line}
-    assert lines["train.lr"].split("#")[1].strip() == "peak learning rate; small models take large rates"
+    assert lines["train.lr"].split("#")[1].strip() == "[> 0] peak learning rate; small models take large rates"
     assert "tensorboard, wandb, mlflow" in lines["train.report_to"]
     assert "data.sources[].text_field = text" in proc.stdout  # the keys of one item of a list of sections
     assert proc.stdout.startswith("usage: hf-llm pretrain [RECIPE.yaml] [key=value ...]")
@@ -106,6 +107,10 @@ def test_command_and_script_call_the_same_job_with_the_same_config(command, monk
         module, name = "hf_llm.hub", "push_path"
         monkeypatch.setattr(importlib.import_module(module), name,
                             lambda *a, **k: calls.append((a, k)) or "https://hub.example/me/repo")
+    elif command == "gguf":  # the same: record what reaches the writer
+        module, name = "hf_llm.gguf", "export_gguf"
+        monkeypatch.setattr(importlib.import_module(module), name,
+                            lambda *a, **k: calls.append((a, k)) or Path(__file__))
     else:
         monkeypatch.setattr(importlib.import_module(module), name, lambda cfg: calls.append(cfg))
     assert main([command, *ARGS[command]]) == 0
@@ -116,6 +121,8 @@ def test_command_and_script_call_the_same_job_with_the_same_config(command, monk
     if command == "push":
         assert calls[0][0] == ("folder", "me/repo") and calls[0][1]["revision"] == "dev"
         assert calls[0][1]["private"] is False
+    if command == "gguf":
+        assert calls[0][0] == ("runs/tiny/model", Path("runs/tiny/model/model-q8_0.gguf"), "q8_0")
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -1,5 +1,5 @@
-"""prepare_data on datatrove's executors: the same kept documents and rejects as in process, restartable stages,
-Slurm job scripts (without a cluster), and Ray when it is installed."""
+"""prepare_data's passes in process and on datatrove's executors: the same kept documents and rejects for any
+number of tasks, restartable passes, Slurm job scripts (without a cluster), and Ray when it is installed."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from hf_llm.data import task_pack, task_steps
 from hf_llm.data.pipeline import load_prepared
 
 from ..conftest import sample_documents
-from ..corpora import edit_words
-from .test_language import JA, SAMPLES, _edit_chars
+from benchmarks.corpora import edit_words
 
 
 
@@ -30,10 +29,6 @@ def write_corpus(root: Path, n: int = 140, files: int = 6) -> Path:
     rows += [{"text": "  " + docs[i].upper() + "\n", "id": 1000 + i} for i in range(0, 30, 3)]
     rows += [{"text": edit_words(docs[i], 0.05, rng, vocab), "id": 2000 + i} for i in range(1, 40, 4)]
     rows += [{"text": "buy now " * 40, "id": 3000}, {"text": "short", "id": 3001}]
-    # other languages (the recipes below keep en and ja): a Japanese page, its copy with 5% of characters edited,
-    # a German page (reason "language")
-    rows += [{"text": JA, "id": 4000}, {"text": _edit_chars(JA, 0.05, seed=1), "id": 4001},
-             {"text": SAMPLES["de"] * 6, "id": 4002}]
     order = rng.permutation(len(rows))
     lines = [json.dumps(rows[k]) for k in order] + ["{not json"]
     folder = root / "corpus"
@@ -45,8 +40,7 @@ def write_corpus(root: Path, n: int = 140, files: int = 6) -> Path:
 
 def prepare_config(corpus: Path, out: Path, *extra: str) -> PrepareDataConfig:
     return load_config(None, [f"output_dir={out}", f"data.sources=[{{path: '{corpus}'}}]", "data.seq_len=64",
-                              "data.save_documents=true", "tokenizer.vocab_size=400", "data.languages=[en,ja]", *extra],
-                       schema=PrepareDataConfig)
+                              "data.save_documents=true", "tokenizer.vocab_size=400", *extra], schema=PrepareDataConfig)
 
 
 LOCAL = ("executor.kind=local", "executor.tasks=4", "executor.workers=2", "executor.dedup_tasks=2")
@@ -61,51 +55,70 @@ def rows(folder: Path, part: str, columns: tuple[str, ...]) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """The same corpus prepared in process and on the local executor (4 tasks, 2 worker processes)."""
+    """The same corpus prepared in process (the default: one task per pass) and on the local executor with 1 and 4
+    tasks (2 worker processes)."""
     root = tmp_path_factory.mktemp("executor")
     corpus = write_corpus(root)
     ex.prepare_data(prepare_config(corpus, root / "inproc"))
-    ex.prepare_data(prepare_config(corpus, root / "local", *LOCAL))
+    for tasks in (1, 4):
+        ex.prepare_data(prepare_config(corpus, root / f"local{tasks}", "executor.kind=local", f"executor.tasks={tasks}",
+                                       "executor.workers=2", "executor.dedup_tasks=2"))
     return root, corpus
 
 
-def test_local_executor_keeps_and_rejects_what_the_in_process_path_does(prepared):
+@pytest.mark.parametrize("tasks", [1, 4])
+def test_any_number_of_tasks_keeps_and_rejects_what_the_default_does(prepared, tasks):
     root, _ = prepared
-    a, b = root / "inproc", root / "local"
-    docs = ("origin", "text", "split", "language", "language_score")
-    rejects = ("origin", "reason", "detail", "text", "language", "language_score")
+    a, b = root / "inproc", root / f"local{tasks}"
+    docs = ("origin", "text", "split")
+    rejects = ("origin", "reason", "detail", "text")
     assert rows(b, "documents", docs) == rows(a, "documents", docs)  # same documents, same validation hold-out
     assert rows(b, "rejects", rejects) == rows(a, "rejects", rejects)  # same reasons, same "duplicate of ..."
-    reasons = {r[1] for r in rows(b, "rejects", rejects)}
-    assert {"exact_dup", "near_dup", "malformed", "language"} <= reasons
-    assert reasons - {"exact_dup", "near_dup", "malformed", "language"}
+    reasons = {r for _, r, _, _ in rows(b, "rejects", rejects)}
+    assert {"exact_dup", "near_dup", "malformed"} <= reasons and reasons - {"exact_dup", "near_dup", "malformed"}
     card, ref = (json.loads((p / "data_card.json").read_text()) for p in (b, a))
-    assert card["languages"]["ja"]["documents_out"] == 1 and card["languages"]["de"]["documents_out"] == 0
-    en = card["languages"]["en"]  # fertility of the trained tokenizer: tokens per character and per word
-    assert 0 < en["tokens_per_character"] < 1 < en["tokens_per_word"] and en["tokens_out"] > 0
-    for key in ("rejections", "split", "duplicate_clusters", "filters", "sources", "token_length_histogram",
-                "languages"):
+    assert "executor" not in ref
+    per_task = card.pop("executor")["per_task"]
+    assert len(per_task) == tasks and all(t["read"] == t["kept"] + t["rejected"] for t in per_task)
+    assert sum(t["read"] for t in per_task) == card["steps"][0]["documents_in"]
+    assert sum(t["rejected"] for t in per_task) == card["rejected_documents"] == card["rejects_rows"]
+    volatile = ("timings_seconds", "config")  # seconds; output_dir
+    if tasks == 1:  # one task packs every document as the default does: the same blocks, the same card
+        from datasets import load_from_disk
+
+        for split in ("train", "validation"):
+            assert load_from_disk(str(b / split))[:] == load_from_disk(str(a / split))[:], split
+        assert {k: v for k, v in card.items() if k not in volatile} == \
+            {k: v for k, v in ref.items() if k not in volatile}
+        return
+    for key in ("rejections", "split", "duplicate_clusters", "filters", "sources", "token_length_histogram"):
         assert card[key] == ref[key], key
-    tasks = card["executor"]["per_task"]
-    assert len(tasks) == 4 and all(t["read"] == t["kept"] + t["rejected"] for t in tasks)
-    read = card["steps"][0]["documents_in"]
-    assert sum(t["read"] for t in tasks) == read == ref["steps"][0]["documents_in"]
-    assert sum(t["rejected"] for t in tasks) == card["rejected_documents"] == card["rejects_rows"]
     # every document's tokens are packed exactly once: only the tails cut at each task's end differ
     for split in ("train", "validation"):
         assert card[split]["tokens"] == ref[split]["tokens"]
 
 
+def test_clean_workers_change_nothing(prepared, tmp_path, monkeypatch):
+    """data.num_proc=2: the clean pass cleans batches in 2 worker processes and writes them in order."""
+    from datasets import load_from_disk
+
+    root, corpus = prepared
+    monkeypatch.setattr(task_steps, "BATCH", 16)  # ~10 batches: windows of 4, so order across windows matters
+    ex.prepare_data(prepare_config(corpus, tmp_path / "np2", "data.num_proc=2"))
+    for part in ("documents", "rejects", "train", "validation"):
+        assert load_from_disk(str(tmp_path / "np2" / part))[:] == load_from_disk(str(root / "inproc" / part))[:], part
+
+
 def test_executor_output_is_a_prepared_folder_of_shards(prepared):
     root, _ = prepared
-    prep = load_prepared(root / "local")
-    assert len(prep.train) == json.loads((root / "local" / "data_card.json").read_text())["train"]["blocks"]
-    assert len(list((root / "local" / "train").glob("data-*-of-00004.arrow"))) == 4
+    prep = load_prepared(root / "local4")
+    assert len(prep.train) == json.loads((root / "local4" / "data_card.json").read_text())["train"]["blocks"]
+    assert len(list((root / "local4" / "train").glob("data-*-of-00004.arrow"))) == 4
     assert len(prep.train[0]["input_ids"]) == 64 and len(prep.validation) > 0
     assert prep.tokenizer.get_vocab() == load_prepared(root / "inproc").tokenizer.get_vocab()
 
 
-def test_killed_stage_reruns_only_its_unfinished_tasks(tmp_path, monkeypatch, prepared):
+def test_killed_pass_reruns_only_its_unfinished_tasks(tmp_path, monkeypatch, prepared):
     _, corpus = prepared
     cfg = prepare_config(corpus, tmp_path / "out", "executor.kind=local", "executor.tasks=4", "executor.workers=1",
                          "executor.dedup_tasks=2")
@@ -128,18 +141,18 @@ def test_killed_stage_reruns_only_its_unfinished_tasks(tmp_path, monkeypatch, pr
     done = sorted(p.name for p in (work / "logs" / "pack" / "completions").iterdir())
     assert done == ["00000", "00001"]
     assert not (work / "work" / "pack" / "00002").exists() and not (tmp_path / "out").exists()
-    assert list((work / "work" / "pack").glob(".00002.tmp-*"))  # the half-written output is not under its name
+    assert not list((work / "work" / "pack").glob(".00002.tmp-*"))  # the half-written output is removed
     first = {p: p.stat().st_mtime_ns for p in (work / "work" / "clean").glob("*/keys.pkl")}
     kept = (work / "work" / "pack" / "00000" / "stats.pkl").stat().st_mtime_ns
 
     monkeypatch.setattr(task_pack.PackStep, "work", original)
     card = ex.prepare_data(cfg)  # the same command again
-    assert {p: p.stat().st_mtime_ns for p in first} == first  # completed stages were skipped
+    assert {p: p.stat().st_mtime_ns for p in first} == first  # completed passes were skipped
     assert (work / "work" / "pack" / "00000" / "stats.pkl").stat().st_mtime_ns == kept  # so were finished tasks
     assert not list((work / "work" / "pack").glob(".*.tmp-*"))
     docs = rows(tmp_path / "out", "documents", ("origin", "text", "split"))
     assert len({d[0] for d in docs}) == len(docs)  # no document twice
-    assert docs == rows(prepared[0] / "local", "documents", ("origin", "text", "split"))
+    assert docs == rows(prepared[0] / "local4", "documents", ("origin", "text", "split"))
     assert card["steps"][0]["documents_in"] == len(docs) + card["rejected_documents"]
 
 
@@ -150,7 +163,7 @@ def test_work_dir_of_another_recipe_is_refused(tmp_path, prepared):
         ex.check_work_dir(prepare_config(corpus, tmp_path / "out", *LOCAL, "data.seq_len=32"), tmp_path / "w")
 
 
-def test_slurm_stages_are_array_jobs_each_after_the_previous(tmp_path, monkeypatch, prepared):
+def test_slurm_passes_are_array_jobs_each_after_the_previous(tmp_path, monkeypatch, prepared):
     import dill
     from datatrove.executor import slurm
 
@@ -169,15 +182,15 @@ def test_slurm_stages_are_array_jobs_each_after_the_previous(tmp_path, monkeypat
     result = ex.prepare_data(cfg)
     jobs = [(c, a, str(1001 + i)) for i, (c, a) in enumerate(submitted) if "launch_pickled_pipeline" in c]
     assert [next(l for l in c.splitlines() if "--job-name" in l).split("=")[1] for c, _, _ in jobs] == \
-        [f"prep-{s}" for s in ex.STAGES]
+        [f"prep-{s}" for s in ex.PASSES]
     previous = "77"
-    for (contents, args, job_id), stage in zip(jobs, ex.STAGES):
-        tasks = {"clean": 8, "pack": 8, "exact": 4, "near": 4}.get(stage, 1)
+    for (contents, args, job_id), name in zip(jobs, ex.PASSES):
+        tasks = {"clean": 8, "pack": 8, "exact": 4, "near": 4}.get(name, 1)
         for line in ("--partition=cpu", "--cpus-per-task=4", "--time=02:00:00", "--mem-per-cpu=3.0G",
                      "--account=proj", f"--array=0-{tasks - 1}%{min(3, tasks)}"):
-            assert f"#SBATCH {line}" in contents, (stage, line)
+            assert f"#SBATCH {line}" in contents, (name, line)
         assert "source /opt/venv/bin/activate" in contents
-        assert f"--dependency=afterok:{previous}" in args, (stage, args)
+        assert f"--dependency=afterok:{previous}" in args, (name, args)
         previous = job_id
     assert result["work_dir"] == str(ex.work_root(cfg))
     with open(ex.work_root(cfg) / "logs" / "clean" / "executor.pik", "rb") as f:  # what each array task unpickles
@@ -196,7 +209,7 @@ def test_ray_executor_matches_the_local_one(tmp_path, prepared):
     finally:
         ray.shutdown()
     docs = ("origin", "text", "split")
-    assert rows(tmp_path / "ray", "documents", docs) == rows(root / "local", "documents", docs)
+    assert rows(tmp_path / "ray", "documents", docs) == rows(root / "local4", "documents", docs)
 
 
 def test_executor_config_is_checked():

@@ -1,5 +1,5 @@
 """The data pipeline end to end on a small corpus with planted problems: rejects with reasons, split by document,
-mixing, streaming == in-memory, the data card, and clear errors."""
+mixing, best_fit packing, the data card, and clear errors (any number of tasks: test_data_executor.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from hf_llm.errors import DataError
 from ..conftest import REPO, sample_documents
 
 TOK = TokenizerConfig(vocab_size=320)
-VOLATILE = ("timings_seconds", "streaming", "config", "fingerprint")  # differ between otherwise equal builds
 
 
 def make_corpus(root: Path) -> dict[str, Path]:
@@ -135,20 +134,16 @@ def test_data_card_contents(built, corpus):
     assert (built.path / "tokenizer" / "tokenizer.json").is_file()
 
 
-@pytest.mark.parametrize("packing", ["concat", "best_fit"])
-def test_lazy_read_gives_the_same_result(corpus, tmp_path, packing):
-    memory = build_prepared_data(config(corpus, packing=packing, best_fit_window=16), TOK, tmp_path / "memory")
-    stream = build_prepared_data(config(corpus, packing=packing, best_fit_window=16, lazy_read=True), TOK,
-                                 tmp_path / "stream")
-    for split in ("train", "validation"):
-        assert getattr(memory, split).to_dict() == getattr(stream, split).to_dict(), split
-    for folder in ("rejects", "documents"):
-        assert rows(memory.path / folder) == rows(stream.path / folder), folder
-    strip = lambda card: {k: v for k, v in card.items() if k not in VOLATILE}  # noqa: E731
-    assert strip(memory.card) == strip(stream.card)
-    if packing == "best_fit":
-        assert set(memory.train.column_names) == {"input_ids", "position_ids", "labels"}
-        assert memory.card["train"]["padding_tokens"] > 0 and memory.card["train"]["tokens_dropped_at_end"] == 0
+def test_best_fit_packs_whole_documents_with_padding(corpus, tmp_path):
+    built = build_prepared_data(config(corpus, packing="best_fit", best_fit_window=16), TOK, tmp_path / "best_fit")
+    assert set(built.train.column_names) == {"input_ids", "position_ids", "labels"}
+    assert built.card["train"]["padding_tokens"] > 0 and built.card["train"]["tokens_dropped_at_end"] == 0
+
+
+@pytest.mark.parametrize("key", ["lazy_read", "streaming"])
+def test_lazy_read_is_a_deprecated_no_op(key):
+    with pytest.warns(FutureWarning, match="data.lazy_read .*has no effect"):
+        load_config(None, [f"data.{key}=true"], schema=PrepareDataConfig)
 
 
 def test_nothing_left_after_filtering_is_a_clear_error(tmp_path):
@@ -159,7 +154,7 @@ def test_nothing_left_after_filtering_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": ""}\n{"text": null}\n')
-    with pytest.raises(DataError, match="has no non-empty text in column 'text'"):
+    with pytest.raises(DataError, match="has no usable text in column 'text'"):
         build_prepared_data(DataConfig(sources=[SourceConfig(path=str(empty))]), TOK, tmp_path / "out")
 
 

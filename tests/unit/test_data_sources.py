@@ -51,14 +51,15 @@ def test_jsonl_extra_columns_keep_their_types_and_malformed_lines_are_records(tm
                                           {"text": None}, {"body": "no text field"}, {"text": 3}],
                     raw_lines={2: b'{"id": 9, "text": "unterminated', 3: b"[1, 2]"})
     rows = records(tmp_path, SourceConfig(path=str(f)))
-    assert [r["read_reason"] for r in rows] == [None, None, "malformed", "malformed", None, "missing_text", "malformed"]
+    assert [r["read_reason"] for r in rows] == [None, None, "malformed", "malformed", None, "missing_text", "wrong_type"]
     # JSON has no schema: string fields stay strings; others keep their JSON text, which json.loads gives back
     assert rows[0]["url"] == "http://a" and rows[1]["url"] is None
     assert json.loads(rows[0]["id"]) == 7 and json.loads(rows[1]["id"]) == "x8"
     assert json.loads(rows[1]["meta"]) == {"k": [1, 2]} and rows[0]["meta"] is None
     assert rows[2]["read_detail"].startswith(f"{f}:3: malformed JSON") and rows[2]["text"].startswith('{"id": 9')
     assert rows[4]["text"] is None  # null text is read; the clean step calls it empty
-    assert "is a int, not a string" in rows[6]["read_detail"]
+    assert rows[4]["read_detail"] == f"{f}:5: field 'text' is null"
+    assert "field 'text' is a number, not a string; set text_field" in rows[6]["read_detail"]
     with pytest.raises(DataError, match=rf"{f}:3: malformed JSON.*data.strict=true"):
         records(tmp_path, SourceConfig(path=str(f)), strict=True)
 
@@ -66,13 +67,15 @@ def test_jsonl_extra_columns_keep_their_types_and_malformed_lines_are_records(tm
 def test_invalid_utf8_is_located_and_replaced(tmp_path):
     f = write_jsonl(tmp_path / "u.jsonl", [{"text": "fine"}], raw_lines={1: b'{"text": "caf\xe9"}'})
     rows = records(tmp_path, SourceConfig(path=str(f)))
-    assert rows[1]["read_reason"] == "invalid_utf8" and rows[1]["read_detail"].startswith(f"{f}:2: invalid UTF-8")
+    assert rows[1]["read_reason"] == "invalid_utf8"
+    assert rows[1]["read_detail"].startswith(f"{f}:2: invalid UTF-8 at byte 13 of the line (0xE9)")
     assert "\ufffd" in rows[1]["text"]
     t = tmp_path / "u.txt"
     t.write_bytes(b"good block\n\nbad \xff line\nmore\n")
     rows = records(tmp_path, SourceConfig(path=str(t)))
     assert rows[0]["read_reason"] is None and rows[1]["read_reason"] == "invalid_utf8"
-    assert rows[1]["read_detail"] == f"{t}:3: invalid UTF-8"
+    assert rows[1]["read_detail"].startswith(f"{t}:3: invalid UTF-8 at byte 4 of the line (0xFF); ")
+    assert rows[1]["read_detail"].endswith("needs converting, e.g. iconv -f CP1252 -t UTF-8")
     with pytest.raises(DataError, match="invalid UTF-8"):
         records(tmp_path, SourceConfig(path=str(t)), strict=True)
 

@@ -148,7 +148,7 @@ def test_verbatim_overlaps_through_the_shipped_step_match_a_reference():
     from hf_llm.config.data_steps import CleanConfig, DedupConfig
     from hf_llm.data.steps import clean_keys_batch
 
-    from ..corpora import base_documents
+    from benchmarks.corpora import base_documents
 
     def words(text: str) -> list[str]:
         return re.findall(r"(?:[0-9A-Za-z_]|[^\x00-\x7f\u0080-\u00bf\u2000-\u206f\u3000-\u303f])+", text.lower())

@@ -1,5 +1,5 @@
 """Exact and near (MinHash/LSH) deduplication: each piece, then quality through the path prepare_data takes
-(`clean_sources` → `select_documents`) on generated corpora with seeded edits (tests/corpora.py)."""
+(the clean, exact, near and select passes) on generated corpora with seeded edits (benchmarks/corpora.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from hf_llm.config import DataConfig, PrepareDataConfig, SourceConfig, config_to_yaml, load_config
+from hf_llm.config import DataConfig, PrepareDataConfig, SourceConfig, TokenizerConfig, config_to_yaml, load_config
 from hf_llm.errors import ConfigError
 from hf_llm.config.data_steps import CleanConfig
 from hf_llm.data.dedup import (
@@ -25,10 +25,10 @@ from hf_llm.data.dedup import (
     near_duplicate_clusters,
     ngram_hashes,
 )
-from hf_llm.data.pipeline import clean_sources
-from hf_llm.data.selection import select_documents
+from hf_llm.data.executor import build_passes
+from hf_llm.data.task_steps import load
 
-from ..corpora import Corpus, make_corpus, restrict, score, write_jsonl
+from benchmarks.corpora import Corpus, make_corpus, restrict, score, write_jsonl
 
 # ------------------------------------------------------------------------------------------- synthetic words
 
@@ -268,14 +268,15 @@ def test_dedup_keys_are_what_the_pipeline_step_writes():
 
 
 def pipeline_reasons(corpus, tmp_path, data: DataConfig | None = None) -> np.ndarray:
-    """Each document's reason (None = kept) after steps 1 and 2 of prepare_data, as `_run` calls them."""
+    """Each document's reason (None = kept) after the clean, exact, near and select passes of prepare_data."""
     data = data or DataConfig()
     data.sources = [SourceConfig(path=str(write_jsonl(corpus, tmp_path / f"{corpus.kind}.jsonl")))]
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    _, _, _, keys = clean_sources(data, work)
-    selection = select_documents(keys, data.dedup, data.validation_fraction, data.max_validation_documents, data.seed)
-    return np.array(keys.reasons, dtype=object)[selection.status[0]]
+    cfg = PrepareDataConfig(output_dir=str(tmp_path / "out"), data=data, tokenizer=TokenizerConfig(vocab_size=300))
+    root = tmp_path / "work"
+    for step in build_passes(cfg, root)[:4]:
+        step.run()
+    selected = load(root / "work" / "select" / "selection.pkl")
+    return np.array(selected["keys"].reasons, dtype=object)[selected["selection"].status[0]]
 
 
 def dedup_score(corpus, reasons: np.ndarray) -> dict:

@@ -283,7 +283,7 @@ def test_other_task_config_errors(tmp_path, monkeypatch):
         _checked([f"eval.tasks=[{{path: '{tmp_path / 'nope.jsonl'}'}}]"])
     with pytest.raises(ConfigError, match="kind must be one of"):
         _checked([f"eval.tasks=[{{path: '{MC}', kind: mcq}}]"])
-    with pytest.raises(ConfigError, match="limit must be at least 1"):
+    with pytest.raises(ConfigError, match=r"eval.tasks\[0\].limit must be >= 1, got 0"):
         _checked([f"eval.tasks=[{{path: '{MC}', limit: 0}}]"])
     with pytest.raises(ConfigError, match="unique"):
         _checked([f"eval.tasks=[{{path: '{MC}'}}, {{path: '{MC}'}}]"])
@@ -429,7 +429,7 @@ def test_a_failing_evaluation_warns_and_the_run_keeps_its_checkpoints(tmp_path, 
 
     cfg = RunConfig(eval=evaluation)
     prep = SimpleNamespace(train=[0], card={"train": {"tokens": 512}})
-    summary = _summary(cfg, prep, state, 1000, "fp32", 1, 1.0)
+    summary = _summary(cfg, prep, state, 1000, "fp32", 1, 1.0, "single process")
     assert summary["downstream"]["mc"]["step"] == 4 and set(summary["downstream"]["mc"]) == {"acc", "acc_norm", "step"}
     assert len(summary["downstream_warnings"]) == 1 and "injected scoring failure" in summary["downstream_warnings"][0]
     json.dumps(summary)  # summary.json

@@ -16,7 +16,7 @@ from ..conftest import tiny_overrides
 TASKS = Path(__file__).resolve().parents[1] / "data" / "tasks"
 
 
-def test_pretraining_survives_a_failing_downstream_pass(tmp_path, small_corpus, monkeypatch):
+def test_pretraining_survives_a_failing_downstream_pass(tmp_path, shared_corpus, prepared_corpus, monkeypatch):
     import hf_llm.downstream as downstream
 
     real, calls = downstream.score_requests, []
@@ -32,7 +32,8 @@ def test_pretraining_survives_a_failing_downstream_pass(tmp_path, small_corpus, 
     tasks = (f"eval.tasks=[{{path: '{TASKS / 'everyday_mc.jsonl'}'}}, "
              f"{{path: '{TASKS / 'last_word_cloze.jsonl'}', kind: cloze}}]")
     with pytest.warns(RuntimeWarning, match="downstream evaluation failed at step 3"):
-        summary = run_pretraining(load_config(None, tiny_overrides(out, small_corpus, tasks)))
+        cfg = load_config(None, tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}", tasks))
+        summary = run_pretraining(cfg)
     assert summary["steps"] == 6
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-3", "step-6"]
     written = json.loads((out / "summary.json").read_text())

@@ -148,7 +148,8 @@ def test_fused_loss_setting_is_checked():
         TrainConfig(fused_loss="sometimes")
 
 
-def test_a_few_loop_steps_give_the_same_weights_with_and_without_the_fused_loss(tmp_path, small_corpus, one_thread):
+def test_a_few_loop_steps_give_the_same_weights_with_and_without_the_fused_loss(tmp_path, shared_corpus,
+                                                                                 prepared_corpus, one_thread):
     from safetensors.torch import load_file
 
     from hf_llm.pretrain import run_pretraining
@@ -156,7 +157,8 @@ def test_a_few_loop_steps_give_the_same_weights_with_and_without_the_fused_loss(
     weights = {}
     for setting in ("true", "false"):
         out = tmp_path / setting
-        cfg = load_config(None, tiny_overrides(out, small_corpus, f"train.fused_loss={setting}", "train.max_steps=4",
+        cfg = load_config(None, tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}",
+                                               f"train.fused_loss={setting}", "train.max_steps=4",
                                                "train.save_every=null", "eval.every=100"))
         summary = run_pretraining(cfg)
         weights[setting] = load_file(str(next((out / "model").glob("*.safetensors"))))

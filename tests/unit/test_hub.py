@@ -102,11 +102,13 @@ def test_background_pushes_do_not_block(tmp_path, online):
     assert not (tmp_path / "step-1").exists()  # a pushed export is not kept twice
 
 
-def test_pretraining_pushes_checkpoints_in_the_background_and_the_final_model(tmp_path, small_corpus, online, capsys):
+def test_pretraining_pushes_checkpoints_in_the_background_and_the_final_model(tmp_path, shared_corpus, prepared_corpus,
+                                                                              online, capsys):
     out = tmp_path / "run"
     with FakeHub() as hub:
-        cfg = load_config(None, tiny_overrides(out, small_corpus, "hub.push=true", "hub.repo_id=me/tiny-llama",
-                                               "hub.push_every=3", f"hub.endpoint={hub.endpoint}"))
+        cfg = load_config(None, tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}", "hub.push=true",
+                                               "hub.repo_id=me/tiny-llama", "hub.push_every=3",
+                                               f"hub.endpoint={hub.endpoint}"))
         summary = run_pretraining(cfg)
         repo = hub.repos[("model", "me/tiny-llama")]
     assert set(repo.branches) == {"main", "step-3", "step-6"}
@@ -145,11 +147,12 @@ def test_pretraining_pushes_checkpoints_in_the_background_and_the_final_model(tm
     assert f"Bearer {TOKEN}" in hub.auth
 
 
-def test_a_failing_hub_never_kills_training(tmp_path, small_corpus, online, capsys):
+def test_a_failing_hub_never_kills_training(tmp_path, shared_corpus, prepared_corpus, online, capsys):
     out = tmp_path / "run"
     with FakeHub(fail_status=500) as hub:  # every answer is a 500 whose body echoes the Authorization header
-        cfg = load_config(None, tiny_overrides(out, small_corpus, "hub.push=true", "hub.repo_id=me/tiny-llama",
-                                               "hub.push_every=3", "hub.retries=1", "hub.backoff_seconds=0.01",
+        cfg = load_config(None, tiny_overrides(out, shared_corpus, f"data.prepared={prepared_corpus}", "hub.push=true",
+                                               "hub.repo_id=me/tiny-llama", "hub.push_every=3", "hub.retries=1",
+                                               "hub.backoff_seconds=0.01",
                                                f"hub.endpoint={hub.endpoint}"))
         summary = run_pretraining(cfg)
     assert summary["steps"] == 6 and (out / "model" / "model.safetensors").is_file()

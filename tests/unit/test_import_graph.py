@@ -16,12 +16,12 @@ ROOT = Path(__file__).resolve().parents[2] / "hf_llm"
 
 # Lowest first. A prefix names a package and everything in it; the longest matching prefix wins.
 LAYERS: list[tuple[str, ...]] = [
-    ("hf_llm.errors", "hf_llm.io", "hf_llm.estimate", "hf_llm.auth"),  # leaves: import nothing of ours
+    ("hf_llm.errors", "hf_llm.io", "hf_llm.estimate", "hf_llm.auth", "hf_llm.shipped"),  # leaves: import nothing of ours
     ("hf_llm.config",),  # typed configs and their presets
     ("hf_llm.data", "hf_llm.model", "hf_llm.cards", "hf_llm.plots", "hf_llm.train.collate", "hf_llm.train.metrics",
      "hf_llm.train.optim", "hf_llm.train.checkpoint", "hf_llm.train.loss",
      "hf_llm.train.samplers"),  # data steps and training parts
-    ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub"),  # scoring and publishing, which the loop calls
+    ("hf_llm.evaluation", "hf_llm.downstream", "hf_llm.hub", "hf_llm.gguf"),  # scoring and publishing, which the loop calls
     # the one loop, what it trains on and with which objective, its downstream pass, and its launcher
     ("hf_llm.train", "hf_llm.train.loop", "hf_llm.train.objective", "hf_llm.train.stages", "hf_llm.train.downstream",
      "hf_llm.train.run"),
@@ -123,3 +123,15 @@ def test_the_cycle_check_fails_on_a_cycle(cycle, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "graph", lambda: fake)
     with pytest.raises(AssertionError, match="import cycle"):
         test_no_import_cycles()
+
+
+def test_benchmarks_and_the_package_never_import_the_test_package():
+    """Benchmarks and hf_llm run from a checkout without tests/ (an sdist, a wheel): what both need, such as the
+    corpus generators, lives in benchmarks/ and tests import it from there."""
+    offenders = []
+    for path in sorted([*(ROOT.parent / "benchmarks").glob("*.py"), *ROOT.rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(ROOT.parent)}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert not offenders, offenders

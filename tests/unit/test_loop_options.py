@@ -16,14 +16,15 @@ from hf_llm.errors import ConfigError
 from ..conftest import REPO, tiny_overrides
 
 
-def test_a_skipped_fp16_step_does_not_advance_the_schedule(tmp_path, small_corpus, monkeypatch):
+def test_a_skipped_fp16_step_does_not_advance_the_schedule(tmp_path, shared_corpus, prepared_corpus, monkeypatch):
     """Under fp16 the grad scaler skips steps whose gradients overflow; the LR schedule must not run ahead."""
     from accelerate.optimizer import AcceleratedOptimizer
 
     from hf_llm.pretrain import run_pretraining
 
     monkeypatch.setattr(AcceleratedOptimizer, "step_was_skipped", property(lambda self: True))
-    summary = run_pretraining(load_config(None, tiny_overrides(tmp_path / "o", small_corpus, "train.log_every=1",
+    summary = run_pretraining(load_config(None, tiny_overrides(tmp_path / "o", shared_corpus, "train.log_every=1",
+                                                               f"data.prepared={prepared_corpus}",
                                                                "train.warmup_steps=4")))
     lrs = [p["lr"] for p in summary["history"] if "lr" in p]
     assert len(lrs) == 6 and len(set(lrs)) == 1, lrs  # every step was skipped: the schedule stays at step 0
@@ -116,6 +117,7 @@ except HfLlmError as e:
 """
 
 
+@pytest.mark.slow  # launches 2 processes (torch.distributed.run)
 def test_a_slow_main_process_times_out_with_what_to_do(tmp_path):
     script = tmp_path / "barrier.py"
     script.write_text(BARRIER)

@@ -1,5 +1,6 @@
-"""End-to-end pretraining in-process on a tiny model: resume determinism, checkpoints, export round trip."""
+"""End-to-end pretraining in-process on a tiny model: checkpoints, the export, and the errors a user can hit."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,36 +24,25 @@ def _run(out, corpus, *extra):
     return run_pretraining(load_config(None, tiny_overrides(out, corpus, *extra)))
 
 
-def test_resume_is_bit_identical_and_export_round_trips(tmp_path, small_corpus):
-    full = _run(tmp_path / "full", small_corpus)
-    assert full["steps"] == 6 and (tmp_path / "full" / "model" / "model.safetensors").is_file()
-    prepared = tmp_path / "full" / "data"
+def test_the_export_is_the_last_checkpoint_and_a_working_model(tiny_base_run):
+    """The shared base run's export: the last checkpoint's weights (the tied head saved once), the files a user
+    loads, a card, and it generates. (Resume is proven in tests/matrix/test_resume_matrix.py, export ≡ live model in
+    tests/matrix/test_export_matrix.py.)"""
+    summary = json.loads((tiny_base_run / "summary.json").read_text())
+    assert summary["steps"] == 12
+    assert [p.name for p in list_checkpoints(tiny_base_run / "checkpoints")] == ["step-6", "step-12"]
+    assert latest_checkpoint(tiny_base_run / "checkpoints").name == "step-12"
 
-    # The same run, stopped after 3 steps (the schedule still spans 6), then resumed from the latest checkpoint.
-    part = tmp_path / "part"
-    first = _run(part, small_corpus, f"data.prepared={prepared}", "train.stop_after_steps=3")
-    assert first["steps"] == 3 and latest_checkpoint(part / "checkpoints").name == "step-3"
-    second = _run(part, small_corpus, f"data.prepared={prepared}", "train.resume_from=latest")
-    assert second["steps"] == 6
-
-    a, b = _weights(tmp_path / "full" / "model"), _weights(part / "model")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), f"{name} differs after resume"
-    assert [p["loss"] for p in full["history"] if "loss" in p][-1] == second["final_train_loss"]
-
-    # keep_last=2 of the checkpoints at steps 3 and 6.
-    assert [p.name for p in list_checkpoints(tmp_path / "full" / "checkpoints")] == ["step-3", "step-6"]
-
-    # Export round trip: the exported folder gives the trained model's logits and generates.
     from transformers import AutoModelForCausalLM, pipeline
 
-    export = tmp_path / "full" / "model"
+    export = tiny_base_run / "model"
     loaded = AutoModelForCausalLM.from_pretrained(str(export)).eval()
     trained = AutoModelForCausalLM.from_pretrained(str(export)).eval()
-    state = load_file(str(tmp_path / "full" / "checkpoints" / "step-6" / "model.safetensors"))
+    state = load_file(str(tiny_base_run / "checkpoints" / "step-12" / "model.safetensors"))
     missing, unexpected = trained.load_state_dict(state, strict=False)
     assert not unexpected and all("lm_head" in m for m in missing)
+    exported = _weights(export)
+    assert all(torch.equal(exported[k], state[k]) for k in exported)
     ids = torch.randint(0, loaded.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(loaded(ids).logits, trained(ids).logits, atol=1e-6)
@@ -84,7 +74,7 @@ def test_missing_corpus_path(tmp_path):
 def test_empty_corpus(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": ""}\n{"text": "   "}\n')
-    with pytest.raises(DataError, match="no non-empty text"):
+    with pytest.raises(DataError, match="has no usable text"):
         _run(tmp_path / "o", empty)
 
 

@@ -150,8 +150,8 @@ def _series(history: list[dict], key: str) -> list[tuple[int, float]]:
     return [(point["step"], point[key]) for point in history if key in point]
 
 
-def test_trackers_receive_the_loop_scalars_and_the_config_without_tokens(tmp_path, small_corpus, monkeypatch,
-                                                                         one_thread):
+def test_trackers_receive_the_loop_scalars_and_the_config_without_tokens(tmp_path, shared_corpus, prepared_corpus,
+                                                                         monkeypatch, one_thread):
     store = tmp_path / "mlruns"
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
     monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)  # ignored offline, but present as on a user's machine
@@ -164,7 +164,8 @@ def test_trackers_receive_the_loop_scalars_and_the_config_without_tokens(tmp_pat
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this opt-in to a file store
     out = tmp_path / "tiny-run"
     summary = run_pretraining(load_config(None, tiny_overrides(
-        out, small_corpus, "train.report_to=[tensorboard,wandb,mlflow]", "train.project=hf-llm-test",
+        out, shared_corpus, f"data.prepared={prepared_corpus}", "train.report_to=[tensorboard,wandb,mlflow]",
+        "train.project=hf-llm-test",
         f"hub.endpoint=https://user:{HF_TOKEN}@hub.example",  # a token pasted into a value is scrubbed too
     )))
     history = summary["history"]

@@ -1,4 +1,5 @@
-"""Seeded corpora with planted copies and their ground truth, for the near-dedup tests and benchmarks/bench_dedup.py.
+"""Seeded corpora with planted copies and their ground truth, for benchmarks/bench_dedup.py and the near-dedup tests
+(which import it from here: benchmarks never import the test package).
 
 Three kinds of text that differ in style, so a setting tuned on one can be checked on the others:
   prose      the bundled sample (KJV, The Devil's Dictionary, the Jargon File), cut into paragraphs

@@ -10,7 +10,7 @@ from hf_llm.config import DataConfig
 from hf_llm.config.data_steps import CleanConfig, DecontamConfig, DedupConfig, NearDedupConfig
 from hf_llm.data.clean import clean_document, gopher_quality, language_rules
 from hf_llm.data.decontam import build_ngram_index, contamination_batch
-from hf_llm.data.dedup import dedup_decisions, dedup_keys, unspaced_documents
+from hf_llm.data.dedup import dedup_keys, near_duplicate_clusters, unspaced_documents
 from hf_llm.data.language import identify_language
 from hf_llm.data.steps import clean_keys_batch
 from hf_llm.errors import ConfigError
@@ -136,12 +136,9 @@ def test_five_percent_character_edits_of_japanese_are_near_duplicates():
     texts = [JA, _edit_chars(JA, 0.05, seed=1), other]
     assert unspaced_documents(texts).tolist() == [True, True, True]
     cfg = DedupConfig()
-    keys = dedup_keys(texts, cfg)
-    decided = dedup_decisions(np.ones(3, dtype=bool), keys["hash"], keys["minhash"], cfg)
-    assert decided.near.tolist() == [False, True, False]
+    assert near_duplicate_clusters(dedup_keys(texts, cfg)["minhash"], cfg.near)[1] == [1]
     words = DedupConfig(near=NearDedupConfig(char_ngram=0))  # today's behaviour: the copy survives
-    keys = dedup_keys(texts, words)
-    assert not dedup_decisions(np.ones(3, dtype=bool), keys["hash"], keys["minhash"], words).near[1]
+    assert near_duplicate_clusters(dedup_keys(texts, words)["minhash"], words.near)[1] == []
 
 
 def test_space_separated_text_is_shingled_as_before():

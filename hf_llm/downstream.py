@@ -241,7 +241,7 @@ def task_metrics(task: Task, logprobs: Sequence[float], greedy: Sequence[bool]) 
 
 @contextlib.contextmanager
 def preserved_rng() -> Iterator[None]:
-    """lm-eval seeds Python, NumPy and torch; training continues on its own streams (dropout, exact resume)."""
+    """lm-eval seeds Python, NumPy and torch; training continues with its own RNG state (dropout, exact resume)."""
     import numpy as np
 
     py, npy = random.getstate(), np.random.get_state()

@@ -117,7 +117,7 @@ class DataConfig:
     seed: int = 1234  # shuffling, mixing and the train/validation split
     lazy_read: bool = False  # deprecated, no effect: preparation always reads sources lazily, pass by pass (flat memory)
     stream_train: bool = False  # pretrain on sources read, split by node and packed on the fly: no packed copy on disk
-    strict: bool = False  # a malformed record (bad JSON, invalid UTF-8) stops the run instead of going to rejects
+    strict: bool = False  # an unreadable record (bad JSON or UTF-8, wrong type, too long, a cut file) stops the run
     # A longer document (a JSON Lines record, a txt line/paragraph/file, a text value) is rejected as too_long when
     # read, before cleaning, and a JSON Lines or txt one is never held whole: memory stays bounded by the limit.
     max_document_bytes: Optional[int] = 8 * 2**20
@@ -198,7 +198,7 @@ EXECUTOR_KINDS = ("process", "local", "slurm", "ray")
 
 @dataclass
 class ExecutorConfig:
-    """Where prepare_data runs: in this process, or as datatrove stages on many (hf_llm/data/executor.py)."""
+    """Where prepare_data runs its passes: in this process, or on datatrove executors (hf_llm/data/executor.py)."""
 
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
         "kind": OneOf(EXECUTOR_KINDS), "tasks": AT_LEAST_1, "dedup_tasks": AT_LEAST_1, "workers": Range(1, also=(-1,)),
@@ -210,17 +210,17 @@ class ExecutorConfig:
     tasks: int = 4  # shards of the input files, and of the packed output; a task reads whole files
     dedup_tasks: int = 4  # exact dedup: hash partitions; near dedup: groups of LSH bands
     workers: int = -1  # tasks run at once (local: processes; slurm: array throttle; ray: actors); -1 = all
-    work_dir: Optional[str] = None  # shards between stages, logs and completion markers; None = OUTPUT_DIR.executor
-    # Slurm (ignored elsewhere): one array job per stage, each afterok the previous
+    work_dir: Optional[str] = None  # shards between passes, logs and completion markers; None = OUTPUT_DIR.executor
+    # Slurm (ignored elsewhere): one array job per pass, each afterok the previous
     partition: Optional[str] = None
     time: str = "04:00:00"  # wall time of each task
     cpus_per_task: int = 1
     mem_per_cpu_gb: float = 2.0
     qos: Optional[str] = None
-    job_name: str = "hf_llm-data"  # stage jobs are JOB_NAME-clean, JOB_NAME-exact, ...
+    job_name: str = "hf_llm-data"  # pass jobs are JOB_NAME-clean, JOB_NAME-exact, ...
     env_command: Optional[str] = None  # e.g. "source /path/.venv/bin/activate"; run at the start of each job
     sbatch_args: dict[str, Any] = field(default_factory=dict)  # more #SBATCH lines, e.g. {account: proj}
-    depends_job_id: Optional[str] = None  # the first stage waits for this job (e.g. the job that downloads data)
+    depends_job_id: Optional[str] = None  # the first pass waits for this job (e.g. the job that downloads data)
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTOR_KINDS:

@@ -109,6 +109,8 @@ class InputStream(io.RawIOBase):
         self.cut: Optional[tuple[str, str]] = None
         self.offset = 0  # decompressed bytes read from the file
         self._inner = _open_decompressed(path)
+        # only a decompressor's errors mean "the data breaks off here"; a plain file's OSError is a real I/O error
+        self._cut_errors = _cut_errors() if Path(path).suffix.lower() in (".gz", ".bz2", ".xz", ".zst", ".lz4") else ()
         # read1: one decompression step per call, so the bytes before a cut are returned before the error is
         # raised (a read(n) spanning several steps loses the ones it had gathered)
         self._read_inner = getattr(self._inner, "read1", self._inner.read)
@@ -148,7 +150,7 @@ class InputStream(io.RawIOBase):
             return b""
         try:
             data = self._read_inner(n)
-        except _cut_errors() as e:
+        except self._cut_errors as e:
             self.cut = _describe_cut(self.path, self.offset, e)
             return b""
         self.offset += len(data)

@@ -10,7 +10,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import GradientAccumulationPlugin
 
 from hf_llm.train.loop import evaluate_loss, train_step
-from hf_llm.train.objective import CausalLMObjective, Objective
+from hf_llm.train.objective import CausalLMObjective
 from hf_llm.train.stages import build_eval_loader
 from tests.unit.test_accumulation import _batch, _model
 

@@ -385,9 +385,9 @@ def test_stage_source_checks_fail_before_reading(tmp_path, corpora):
     with pytest.raises(DataError, match="matches no file"):
         check_stage_sources(data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",
                                  f"{{sources: [{{path: '{tmp_path / 'missing.jsonl'}'}}]}}"))
-    with pytest.raises(DataError, match="weights must be non-negative"):
-        check_stage_sources(data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",
-                                 f"{{sources: [{{path: '{corpora['jargon']}', weight: -1}}]}}"))
+    with pytest.raises(ConfigError, match=r"data.stages\[1\].sources\[0\].weight must be >= 0, got -1.0"):
+        data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",  # now refused when parsed
+             f"{{sources: [{{path: '{corpora['jargon']}', weight: -1}}]}}")
     with pytest.raises(ConfigError, match=r"data.stages\[1\].prepared=.* is not a folder"):
         check_stage_sources(data(f"{{sources: [{{path: '{corpora['kjv']}'}}], until_step: 2}}",
                                  f"{{prepared: '{tmp_path / 'nothing'}'}}"))

@@ -99,7 +99,8 @@ class StageConfig:
 @dataclass
 class DataConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "prepared": TEXT, "seq_len": Range(2), "validation_fraction": Range(0, 1, lo_open=True, hi_open=True),
+        "prepared": TEXT, "language_min_score": FRACTION, "seq_len": Range(2),
+        "validation_fraction": Range(0, 1, lo_open=True, hi_open=True),
         "max_validation_documents": AT_LEAST_1, "mix_by": OneOf(("documents", "tokens")), "num_proc": AT_LEAST_1,
         "seed": SEED, "packing": OneOf(PACKINGS), "best_fit_window": AT_LEAST_1, "max_document_bytes": AT_LEAST_1,
     }

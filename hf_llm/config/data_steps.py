@@ -25,20 +25,20 @@ _STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 # Japanese, Chinese and Korean ones are particles and characters that attach to words, so they are counted as
 # substrings there (hf_llm/data/clean.py). A language not listed has no stop-word rule (it is switched off, not
 # guessed): English and documents of unknown language use `stop_words`.
-_STOP_WORDS_BY_LANGUAGE = {
-    "de": ("der", "die", "und", "das", "ist", "nicht", "mit", "von", "zu", "den"),
-    "fr": ("le", "la", "les", "et", "est", "des", "une", "que", "dans", "pour"),
-    "es": ("el", "la", "los", "que", "y", "en", "del", "las", "por", "una"),
-    "it": ("il", "di", "che", "la", "e", "per", "un", "non", "della", "sono"),
-    "pt": ("o", "a", "que", "de", "os", "em", "um", "para", "uma", "não"),
-    "nl": ("de", "het", "een", "en", "van", "is", "dat", "op", "niet", "voor"),
-    "pl": ("i", "w", "nie", "na", "się", "z", "do", "to", "że", "jest"),
-    "ru": ("и", "в", "не", "на", "что", "с", "по", "это", "как", "он"),
-    "uk": ("і", "в", "не", "на", "що", "з", "та", "це", "як", "до"),
-    "ar": ("في", "من", "على", "أن", "إلى", "عن", "التي", "الذي", "هذا", "مع"),
-    "ja": ("の", "に", "は", "を", "が", "で", "て", "と", "た", "も"),
-    "zh": ("的", "了", "是", "在", "不", "和", "有", "这", "我", "也"),
-    "ko": ("은", "는", "이", "가", "을", "를", "의", "에", "로", "고"),
+_STOP_WORDS_BY_LANGUAGE = {  # space-separated
+    "de": "der die und das ist nicht mit von zu den",
+    "fr": "le la les et est des une que dans pour",
+    "es": "el la los que y en del las por una",
+    "it": "il di che la e per un non della sono",
+    "pt": "o a que de os em um para uma não",
+    "nl": "de het een en van is dat op niet voor",
+    "pl": "i w nie na się z do to że jest",
+    "ru": "и в не на что с по это как он",
+    "uk": "і в не на що з та це як до",
+    "ar": "في من على أن إلى عن التي الذي هذا مع",
+    "ja": "の に は を が で て と た も",
+    "zh": "的 了 是 在 不 和 有 这 我 也",
+    "ko": "은 는 이 가 을 를 의 에 로 고",
 }
 _BULLETS = ("•", "●", "○", "◦", "▪", "‣", "-", "*")
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
@@ -77,7 +77,7 @@ class GopherQualityConfig:
         "min_words": NON_NEGATIVE, "max_words": AT_LEAST_1, "min_mean_word_length": NON_NEGATIVE,
         "max_mean_word_length": POSITIVE, "max_hash_ratio": NON_NEGATIVE, "max_ellipsis_ratio": NON_NEGATIVE,
         "max_bullet_lines": FRACTION, "max_ellipsis_lines": FRACTION, "min_alpha_words": FRACTION,
-        "min_stop_words": NON_NEGATIVE,
+        "min_stop_words": NON_NEGATIVE, "min_stop_word_share": FRACTION,
     }
 
     enabled: bool = True  # mild enough for books, scripture and glossaries
@@ -101,7 +101,7 @@ class GopherQualityConfig:
     min_stop_word_share: Optional[float] = 0.05
     # the rule's words for other languages (see _STOP_WORDS_BY_LANGUAGE); a language not listed skips the rule
     stop_words_by_language: dict[str, list[str]] = field(
-        default_factory=lambda: {k: list(v) for k, v in _STOP_WORDS_BY_LANGUAGE.items()})
+        default_factory=lambda: {k: v.split() for k, v in _STOP_WORDS_BY_LANGUAGE.items()})
     bullets: list[str] = field(default_factory=lambda: list(_BULLETS))  # line prefixes counted as bullets
 
 
@@ -109,13 +109,11 @@ class GopherQualityConfig:
 class GopherRepetitionConfig:
     """Gopher repetition rules (Rae et al. 2021, Table A1): maximum fractions; None disables one rule."""
 
-    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "max_dup_line_frac": FRACTION, "max_dup_para_frac": FRACTION, "max_dup_line_char_frac": FRACTION,
-        "max_dup_para_char_frac": FRACTION, "max_top_2gram_char_frac": FRACTION, "max_top_3gram_char_frac": FRACTION,
-        "max_top_4gram_char_frac": FRACTION, "max_dup_5gram_char_frac": FRACTION, "max_dup_6gram_char_frac": FRACTION,
-        "max_dup_7gram_char_frac": FRACTION, "max_dup_8gram_char_frac": FRACTION, "max_dup_9gram_char_frac": FRACTION,
-        "max_dup_10gram_char_frac": FRACTION,
-    }
+    # what each field may hold (hf_llm/config/domains.py): every rule is a fraction
+    DOMAINS: ClassVar[dict] = dict.fromkeys(
+        ["max_dup_line_frac", "max_dup_para_frac", "max_dup_line_char_frac", "max_dup_para_char_frac"]
+        + [f"max_top_{n}gram_char_frac" for n in (2, 3, 4)] + [f"max_dup_{n}gram_char_frac" for n in range(5, 11)],
+        FRACTION)
 
     enabled: bool = True  # repeated lines and phrases are the clearest sign of templated pages
     skip_code: bool = False  # count repeats in the prose only (code repeats `return`, `}` and fences by design)
@@ -274,7 +272,7 @@ class NearDedupConfig:
 
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
         "preset": OneOf(tuple(_NEAR_PRESETS)), "ngram": AT_LEAST_1, "num_perm": AT_LEAST_1, "bands": AT_LEAST_1,
-        "rows": AT_LEAST_1, "threshold": Range(0, 1, lo_open=True), "seed": SEED,
+        "rows": AT_LEAST_1, "threshold": Range(0, 1, lo_open=True), "seed": SEED, "char_ngram": NON_NEGATIVE,
     }
 
     PRESETS: ClassVar[dict] = {}  # set below the class: _NEAR_PRESETS over all the fields any of them names
@@ -331,7 +329,7 @@ class DedupConfig:
 @dataclass
 class DecontamConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "ngram": AT_LEAST_1, "text_field": TEXT,
+        "ngram": AT_LEAST_1, "text_field": TEXT, "char_ngram": NON_NEGATIVE,
     }
 
     enabled: bool = False  # opt-in: it needs eval sets, and removing training text is a choice to make knowingly

@@ -72,7 +72,6 @@ def build_card(x: CardInputs) -> dict[str, Any]:
     card = {
         "format_version": 2,
         "fingerprint": x.fingerprint,
-        "streaming": x.data.lazy_read,
         "sources": sources,
         "steps": steps,
         "rejections": dict(sorted(rejections.items(), key=lambda kv: -kv[1])),

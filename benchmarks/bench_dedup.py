@@ -329,6 +329,94 @@ def readme_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------- every language
+
+
+def datatrove_dedup(texts: list[str], language: str) -> tuple[np.ndarray, float]:
+    """datatrove's MinHash decisions at its defaults (FineWeb's: word 5-grams from the language's word tokenizer,
+    14 buckets x 8 hashes, a document is a duplicate when it shares a bucket), computed with datatrove's own
+    `get_shingles`/`get_signature` in this process; clustering by connected components, as its cluster stage. The
+    four on-disk stages are not run (ENV_NOTES: ~140 docs/s), so docs/s counts shingles and signatures only."""
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+    from datatrove.utils.hashing import HashConfig
+
+    from hf_llm.data.dedup import connected_components
+
+    step = MinhashDedupSignature(output_folder="/tmp/unused-datatrove-sigs",
+                                 config=MinhashConfig(hash_config=HashConfig(hash_fc="sha1")), language=language)
+    step.get_shingles(texts[0])  # loads the word tokenizer (spacy, sudachi, jieba) before the clock starts
+    t0 = time.perf_counter()
+    buckets: dict = {}
+    pairs = []
+    for i, text in enumerate(texts):
+        for b, band in enumerate(step.get_signature(step.get_shingles(text))):
+            first = buckets.setdefault((b, tuple(band)), i)
+            if first != i:
+                pairs.append((first, i))
+    seconds = time.perf_counter() - t0
+    labels = connected_components(len(texts), np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2))
+    return labels != np.arange(len(texts)), len(texts) / seconds
+
+
+def multilingual(pages: int, seed: int, have_datasketch: bool, char_ngrams=(3,), languages=None) -> dict:
+    """Recall per copy kind and language, false drops, docs/s on benchmarks/multilingual.py's corpus (8 languages,
+    5 sites each). `hf_llm` is the default; `hf_llm[words]` the same with char_ngram=0 (the behaviour before
+    shingles by script); `hf_llm[charN]` tuning variants; datasketch cuts words as hf_llm[words] does."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from multilingual import COPY_KINDS, LANGUAGES, dedup_corpus
+
+    c = dedup_corpus(pages, seed, languages or LANGUAGES)
+    runs = {"hf_llm[words]": lambda t: _hf(t, DedupConfig(near=NearDedupConfig(char_ngram=0)))}
+    for n in char_ngrams:
+        runs["hf_llm" if n == NearDedupConfig().char_ngram else f"hf_llm[char{n}]"] = (
+            lambda t, n=n: _hf(t, DedupConfig(near=NearDedupConfig(char_ngram=n))))
+    if have_datasketch:
+        runs["datasketch 5-gram"] = lambda t: _ds(t, 5)
+    kinds, langs = np.array(c.kind), np.array(c.language)
+    out = {}
+    skipped = []
+    try:  # datatrove runs one language at a time (its word tokenizer is per language): copies are within one
+        import datatrove  # noqa: F401
+
+        def _dt(texts):
+            dropped, rates = np.zeros(len(texts), dtype=bool), []
+            for lang in dict.fromkeys(c.language):
+                idx = np.flatnonzero(langs == lang)
+                try:
+                    d, rate = datatrove_dedup([texts[i] for i in idx], lang)
+                except Exception as e:  # a tokenizer package missing (spacy, sudachipy, jieba, mecab-ko)
+                    print(f"  datatrove {lang}: not run ({type(e).__name__}: {str(e)[:80]})", flush=True)
+                    skipped.append(lang)
+                    continue
+                dropped[idx] = d
+                rates.append(rate)
+            return dropped, float(np.mean(rates)) if rates else 0.0
+
+        runs["datatrove (language tokenizers)"] = _dt
+    except ImportError:
+        pass
+    for name, run in runs.items():
+        dropped, docs_per_s = run(c.texts)
+        row = {"docs_per_s": round(docs_per_s), "recall": {}}
+        not_run = skipped if name.startswith("datatrove") else []
+        if not_run:
+            row["not_run"] = list(not_run)
+        for lang in dict.fromkeys(c.language):
+            if lang in not_run:
+                continue
+            row["recall"][lang] = {k: round(float(dropped[(kinds == k) & (langs == lang)].mean()), 4)
+                                   for k in COPY_KINDS if ((kinds == k) & (langs == lang)).any()}
+        originals = kinds == "original"
+        false = dropped & originals
+        row["false_drops"] = int(false.sum())
+        row["false_drops_by_language"] = {lang: int((false & (langs == lang)).sum()) for lang in dict.fromkeys(langs)}
+        row["precision"] = round(float((dropped & ~originals).sum() / max(1, dropped.sum())), 4)
+        out[name] = row
+        print(f"  {name}: precision {row['precision']}, false drops {row['false_drops']}, {row['docs_per_s']} docs/s",
+              flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1200, help="base documents per corpus (tech_docs has ~650)")
@@ -338,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-docs", type=int, default=1_000_000, help="signatures for the clustering scale run")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    parser.add_argument("--multilingual", type=int, default=0, metavar="PAGES",
+                        help="only the multilingual run: PAGES pages per language (benchmarks/multilingual.py)")
+    parser.add_argument("--char-ngrams", type=int, nargs="+", default=[3], help="char n-gram sizes to compare")
+    parser.add_argument("--languages", nargs="+", help="languages of the multilingual run (default: all eight + en)")
     args = parser.parse_args(argv)
     try:
         import datasketch
@@ -345,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         have_datasketch, ds_version = True, datasketch.__version__
     except ImportError:
         have_datasketch, ds_version = False, None
+    if args.multilingual:
+        result = {"seed": args.seed, "pages_per_language": args.multilingual, "load_average_at_start": os.getloadavg(),
+                  "multilingual": multilingual(args.multilingual, args.seed, have_datasketch, args.char_ngrams,
+                                               args.languages)}
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     load0 = os.getloadavg()
     result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version(), "load_average_at_start": load0},

@@ -21,6 +21,7 @@ LOSS_CURVE, LEARNING_RATE = "loss_curve.png", "learning_rate.png"
 PICTURES = {LOSS_CURVE: "training and validation loss against tokens seen",
             LEARNING_RATE: "learning rate against optimizer steps"}
 TOKEN_LENGTHS, REJECTIONS = "token_lengths.png", "rejections.png"  # the pictures DATA_CARD.md can show
+LANGUAGES = "languages.png"
 EVAL_BEGIN, EVAL_END = "<!-- hf_llm:evaluation:begin -->", "<!-- hf_llm:evaluation:end -->"
 
 
@@ -86,10 +87,10 @@ def bar_chart(hist: dict[str, Any], width: int = 40) -> str:
 
 def data_card_pictures(card: dict[str, Any]) -> dict[str, bytes]:
     """The data card's pictures: kept documents by token length, and rejections by reason when there are any."""
-    from .plots import rejections_png, token_length_png
+    from .plots import languages_png, rejections_png, token_length_png
 
     drawn = {TOKEN_LENGTHS: token_length_png(card["token_length_histogram"]),
-             REJECTIONS: rejections_png(card["rejections"])}
+             REJECTIONS: rejections_png(card["rejections"]), LANGUAGES: languages_png(card.get("languages", {}))}
     return {name: png for name, png in drawn.items() if png is not None}
 
 
@@ -102,7 +103,8 @@ def render_data_card(card: dict[str, Any], pictures: Iterable[str] = ()) -> str:
     template = env.from_string((TEMPLATES / "data_card.md").read_text())
     shown = set(pictures)
     return template.render(card=card, token_lengths=TOKEN_LENGTHS if TOKEN_LENGTHS in shown else None,
-                           rejections=REJECTIONS if REJECTIONS in shown else None, n=number, bar_chart=bar_chart,
+                           rejections=REJECTIONS if REJECTIONS in shown else None,
+                           languages=LANGUAGES if LANGUAGES in shown else None, n=number, bar_chart=bar_chart,
                            percent=lambda share: f"{share:.1%}",
                            listing=lambda counts: ", ".join(f"{k}: {c:,}" for k, c in counts.items()) or "–")
 

@@ -94,6 +94,27 @@ def token_length_png(hist: dict[str, Any]) -> bytes:
     return _png(figure)
 
 
+def languages_png(languages: dict[str, dict]) -> Optional[bytes]:
+    """Kept documents, characters and tokens per language, each as a share of its total (largest languages first,
+    at most 20), so a user sees at a glance what each language is of the mixture and what it costs in tokens."""
+    shown = [(lang, row) for lang, row in languages.items() if row.get("documents_out")][:20]
+    if not shown:
+        return None
+    import numpy as np
+
+    names = [lang for lang, _ in shown][::-1]
+    figure, ax = _axes(f"Kept data by language ({len(languages)} identified)", "share of the kept data", "",
+                       left=0.15)
+    y = np.arange(len(names))
+    for k, (key, label) in enumerate((("documents_out", "documents"), ("characters_out", "characters"),
+                                      ("tokens_out", "tokens"))):
+        total = max(1, sum(row[key] for _, row in shown))
+        ax.barh(y + (k - 1) * 0.27, [row[key] / total for _, row in shown][::-1], height=0.27, label=label)
+    ax.set_yticks(y, names)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(figure)
+
+
 def rejections_png(rejections: dict[str, int]) -> Optional[bytes]:
     """Rejected documents per reason (filter rule, duplicate, decontamination, unreadable row), largest first."""
     shown = sorted(((n, reason) for reason, n in rejections.items() if n), reverse=True)

@@ -194,7 +194,7 @@ def reset_accelerate_state() -> None:
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 
 
-def launch_env(cpu_ddp: bool = False, **extra: str) -> dict[str, str]:
+def launch_environment(cpu_ddp: bool = False, **extra: str) -> dict[str, str]:
     """The environment of a launched run: offline; `ACCELERATE_USE_CPU` only for DDP (with DeepSpeed it would silently
     turn the run into DDP)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -213,7 +213,7 @@ def launch_pretraining(config: str | None, out: Path, overrides: list[str], time
                 "--dynamo_backend", "no"]
     else:
         head = [*ACCELERATE, "--config_file", f"configs/accelerate/{config}.yaml"]
-    proc = subprocess.run([*head, "scripts/pretrain.py", *overrides], cwd=REPO, env=launch_env(config == "ddp"),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([*head, "scripts/pretrain.py", *overrides], cwd=REPO,
+                          env=launch_environment(config == "ddp"), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return json.loads((out / "summary.json").read_text())

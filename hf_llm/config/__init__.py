@@ -99,7 +99,8 @@ class StageConfig:
 @dataclass
 class DataConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "prepared": TEXT, "seq_len": Range(2), "validation_fraction": Range(0, 1, lo_open=True, hi_open=True),
+        "prepared": TEXT, "language_min_score": FRACTION, "seq_len": Range(2),
+        "validation_fraction": Range(0, 1, lo_open=True, hi_open=True),
         "max_validation_documents": AT_LEAST_1, "mix_by": OneOf(("documents", "tokens")), "num_proc": AT_LEAST_1,
         "seed": SEED, "packing": OneOf(PACKINGS), "best_fit_window": AT_LEAST_1, "max_document_bytes": AT_LEAST_1,
     }
@@ -127,6 +128,12 @@ class DataConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)  # normalisation, PII, quality filters
     dedup: DedupConfig = field(default_factory=DedupConfig)  # exact and near duplicates across all sources
     decontam: DecontamConfig = field(default_factory=DecontamConfig)  # drop documents that overlap eval sets
+    # Languages to keep, as ISO 639 codes of the lid.176 model (e.g. [en, de, ja]); empty keeps every language.
+    # Every document's language and score are identified (hf_llm/data/language.py) and kept as columns either way.
+    languages: list[str] = field(default_factory=list)
+    # Documents whose language the model names with a lower probability go to rejects/ (reason `language`):
+    # mixed-language pages, code, tables. 0 keeps all; FineWeb keeps English at >= 0.65.
+    language_min_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.packing not in PACKINGS:
@@ -137,6 +144,8 @@ class DataConfig:
             raise ConfigError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.seq_len < 2:
             raise ConfigError(f"data.seq_len must be at least 2, got {self.seq_len}")
+        if not 0.0 <= self.language_min_score <= 1.0:
+            raise ConfigError(f"data.language_min_score must be in [0, 1], got {self.language_min_score}")
         if self.mix_by not in ("documents", "tokens"):
             raise ConfigError(f"data.mix_by must be 'documents' or 'tokens', got {self.mix_by!r}")
         if not self.sources and not self.stages and self.prepared is None:

@@ -21,6 +21,25 @@ _DEFAULT_BOILERPLATE = (  # matched case-insensitively at the start of each stri
     r"\*{3} ?(?:start|end) of (?:the|this) project gutenberg\b",
 )
 _STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+# Stop words of other languages: each its ten most frequent function words (wordfreq's lists, checked by hand).
+# Japanese, Chinese and Korean ones are particles and characters that attach to words, so they are counted as
+# substrings there (hf_llm/data/clean.py). A language not listed has no stop-word rule (it is switched off, not
+# guessed): English and documents of unknown language use `stop_words`.
+_STOP_WORDS_BY_LANGUAGE = {  # space-separated
+    "de": "der die und das ist nicht mit von zu den",
+    "fr": "le la les et est des une que dans pour",
+    "es": "el la los que y en del las por una",
+    "it": "il di che la e per un non della sono",
+    "pt": "o a que de os em um para uma não",
+    "nl": "de het een en van is dat op niet voor",
+    "pl": "i w nie na się z do to że jest",
+    "ru": "и в не на что с по это как он",
+    "uk": "і в не на що з та це як до",
+    "ar": "في من على أن إلى عن التي الذي هذا مع",
+    "ja": "の に は を が で て と た も",
+    "zh": "的 了 是 在 不 和 有 这 我 也",
+    "ko": "은 는 이 가 을 를 의 에 로 고",
+}
 _BULLETS = ("•", "●", "○", "◦", "▪", "‣", "-", "*")
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
@@ -58,7 +77,7 @@ class GopherQualityConfig:
         "min_words": NON_NEGATIVE, "max_words": AT_LEAST_1, "min_mean_word_length": NON_NEGATIVE,
         "max_mean_word_length": POSITIVE, "max_hash_ratio": NON_NEGATIVE, "max_ellipsis_ratio": NON_NEGATIVE,
         "max_bullet_lines": FRACTION, "max_ellipsis_lines": FRACTION, "min_alpha_words": FRACTION,
-        "min_stop_words": NON_NEGATIVE,
+        "min_stop_words": NON_NEGATIVE, "min_stop_word_share": FRACTION,
     }
 
     enabled: bool = True  # mild enough for books, scripture and glossaries
@@ -76,6 +95,13 @@ class GopherQualityConfig:
     min_alpha_words: Optional[float] = 0.8  # fraction of words with a letter: else numbers and symbols
     min_stop_words: Optional[int] = 2  # real English prose always uses some function words
     stop_words: list[str] = field(default_factory=lambda: list(_STOP_WORDS))  # Gopher's eight, case-insensitive
+    # Where stop words are counted as substrings (ja, zh, ko: particles attach to words), two are met by chance in
+    # any long run of those scripts' characters: there they must also be this share of the characters of the
+    # words. Real text is at 8-20%; random characters of the script at < 4% (benchmarks/multilingual.py).
+    min_stop_word_share: Optional[float] = 0.05
+    # the rule's words for other languages (see _STOP_WORDS_BY_LANGUAGE); a language not listed skips the rule
+    stop_words_by_language: dict[str, list[str]] = field(
+        default_factory=lambda: {k: v.split() for k, v in _STOP_WORDS_BY_LANGUAGE.items()})
     bullets: list[str] = field(default_factory=lambda: list(_BULLETS))  # line prefixes counted as bullets
 
 
@@ -83,13 +109,11 @@ class GopherQualityConfig:
 class GopherRepetitionConfig:
     """Gopher repetition rules (Rae et al. 2021, Table A1): maximum fractions; None disables one rule."""
 
-    DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "max_dup_line_frac": FRACTION, "max_dup_para_frac": FRACTION, "max_dup_line_char_frac": FRACTION,
-        "max_dup_para_char_frac": FRACTION, "max_top_2gram_char_frac": FRACTION, "max_top_3gram_char_frac": FRACTION,
-        "max_top_4gram_char_frac": FRACTION, "max_dup_5gram_char_frac": FRACTION, "max_dup_6gram_char_frac": FRACTION,
-        "max_dup_7gram_char_frac": FRACTION, "max_dup_8gram_char_frac": FRACTION, "max_dup_9gram_char_frac": FRACTION,
-        "max_dup_10gram_char_frac": FRACTION,
-    }
+    # what each field may hold (hf_llm/config/domains.py): every rule is a fraction
+    DOMAINS: ClassVar[dict] = dict.fromkeys(
+        ["max_dup_line_frac", "max_dup_para_frac", "max_dup_line_char_frac", "max_dup_para_char_frac"]
+        + [f"max_top_{n}gram_char_frac" for n in (2, 3, 4)] + [f"max_dup_{n}gram_char_frac" for n in range(5, 11)],
+        FRACTION)
 
     enabled: bool = True  # repeated lines and phrases are the clearest sign of templated pages
     skip_code: bool = False  # count repeats in the prose only (code repeats `return`, `}` and fences by design)
@@ -177,6 +201,18 @@ _CLEAN_PRESETS: dict[str, dict] = {
 }
 
 
+# Rules whose thresholds differ by language (dotted fields under data.clean, as in the presets). In languages written
+# without spaces (ja, zh, th, ...) a "word" is a character (clean.py), so mean word length means nothing there.
+# Measured on benchmarks/multilingual.py's pages (README, "Every language"): the defaults elsewhere keep >= 97%.
+_UNSPACED_RULES = {"gopher_quality.min_mean_word_length": None, "gopher_quality.max_mean_word_length": None}
+_BY_LANGUAGE: dict[str, dict[str, Any]] = {lang: dict(_UNSPACED_RULES) for lang in ("ja", "zh", "th", "lo", "km", "my")}
+# A Hangul character is a whole syllable: Korean words are 2-4 characters long, so Gopher's mean of >= 3 (letters of
+# English words) rejected every Korean page measured; 1.5 still catches runs of single characters.
+# Korean particles are counted where they end a word (clean.py): 3% of the characters, tuned on seed 0 of
+# benchmarks/multilingual.py (5% kept 95% of clean pages; 2-3% kept all and rejected 97% of spam).
+_BY_LANGUAGE["ko"] = {"gopher_quality.min_mean_word_length": 1.5, "gopher_quality.min_stop_word_share": 0.03}
+
+
 @dataclass
 class CleanConfig:
     """Cleaning stage: normalise, scrub PII, then filters in the order of the fields below."""
@@ -194,9 +230,22 @@ class CleanConfig:
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)  # idem
     c4: C4Config = field(default_factory=C4Config)  # idem
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)  # idem
+    # Per identified language: {field: value} over the settings above (e.g. {"ja": {"gopher_quality.min_words":
+    # 100}}), for rules whose thresholds differ by language; the defaults switch mean word length off where words
+    # are not separated (_BY_LANGUAGE).
+    by_language: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in _BY_LANGUAGE.items()})
 
     def __post_init__(self) -> None:
         apply_preset(self, self.preset, self.PRESETS, "data.clean.preset")
+        for lang, rules in self.by_language.items():
+            for dotted in rules:
+                obj = self
+                for part in dotted.split("."):
+                    if not hasattr(obj, part):
+                        raise ConfigError(f"data.clean.by_language.{lang}: unknown setting {dotted!r}; name a field "
+                                          "under data.clean, e.g. 'gopher_quality.min_words'")
+                    obj = getattr(obj, part)
 
 
 CleanConfig.PRESETS = complete_presets(CleanConfig, _CLEAN_PRESETS)
@@ -223,7 +272,7 @@ class NearDedupConfig:
 
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
         "preset": OneOf(tuple(_NEAR_PRESETS)), "ngram": AT_LEAST_1, "num_perm": AT_LEAST_1, "bands": AT_LEAST_1,
-        "rows": AT_LEAST_1, "threshold": Range(0, 1, lo_open=True), "seed": SEED,
+        "rows": AT_LEAST_1, "threshold": Range(0, 1, lo_open=True), "seed": SEED, "char_ngram": NON_NEGATIVE,
     }
 
     PRESETS: ClassVar[dict] = {}  # set below the class: _NEAR_PRESETS over all the fields any of them names
@@ -234,6 +283,10 @@ class NearDedupConfig:
     # >= 0.59 vs 0.40), while the negatives do not move with n: pages on one template share J < 0.1, a document
     # quoting 20-70% of another J <= 0.44 (p99 of 3-gram Jaccards, bench_dedup.py's three corpora).
     ngram: int = 3
+    # Character n-grams for documents in scripts written without spaces (zh, ja, th; hf_llm/data/dedup.py), where
+    # a whitespace "word" is a whole phrase: 0 cuts them into words like the rest. Tuned on benchmarks/multilingual.py
+    # (seed 0, 3/4/5): 3 caught every 5%-character-edited ja/zh copy with no false drop; 5 missed 15-25% in zh.
+    char_ngram: int = 3
     num_perm: int = 126  # = bands * rows; Jaccard estimate std 0.044 at J = 0.55; keys ~0.3 ms per 5 KB doc
     # 42 bands of 3 rows: P(candidate) = 1 - (1 - J^3)^42 is 0.9995 at J = 0.55 and 0.6% at J = 0.05 (unrelated
     # pages of one site), so the LSH loses almost no copy and verification sees few pairs. (FineWeb's 14 x 8 is at
@@ -258,6 +311,8 @@ class NearDedupConfig:
             )
         if self.ngram < 1:
             raise ConfigError(f"near dedup: ngram must be >= 1, got {self.ngram}")
+        if self.char_ngram < 0:
+            raise ConfigError(f"near dedup: char_ngram must be >= 0 (0 = words), got {self.char_ngram}")
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"near dedup: threshold must be in (0, 1], got {self.threshold}")
 
@@ -274,11 +329,14 @@ class DedupConfig:
 @dataclass
 class DecontamConfig:
     DOMAINS: ClassVar[dict] = {  # what each field may hold (hf_llm/config/domains.py)
-        "ngram": AT_LEAST_1, "text_field": TEXT,
+        "ngram": AT_LEAST_1, "text_field": TEXT, "char_ngram": NON_NEGATIVE,
     }
 
     enabled: bool = False  # opt-in: it needs eval sets, and removing training text is a choice to make knowingly
     ngram: int = 13  # overlap length that counts as contamination (GPT-3 and lm-eval-harness use 13 words)
+    # The same in characters for texts in scripts written without spaces (zh, ja, th: a word is ~1.5 characters
+    # there, so 13 words is ~20 characters); 0 cuts them into whitespace words, which an edit anywhere defeats.
+    char_ngram: int = 20
     eval_files: list[str] = field(default_factory=list)  # local eval sets: .txt / .jsonl[:field] (see module doc)
     eval_datasets: list[str] = field(default_factory=list)  # Hub eval sets: "name[:config]:split:field"
     text_field: str = "text"  # field read from .jsonl eval files whose entry names none
@@ -287,3 +345,5 @@ class DecontamConfig:
     def __post_init__(self) -> None:
         if self.ngram < 1:
             raise ConfigError(f"decontam: ngram must be >= 1, got {self.ngram}")
+        if self.char_ngram < 0:
+            raise ConfigError(f"decontam: char_ngram must be >= 0 (0 = words), got {self.char_ngram}")

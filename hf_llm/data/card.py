@@ -72,7 +72,6 @@ def build_card(x: CardInputs) -> dict[str, Any]:
     card = {
         "format_version": 2,
         "fingerprint": x.fingerprint,
-        "streaming": x.data.lazy_read,
         "sources": sources,
         "steps": steps,
         "rejections": dict(sorted(rejections.items(), key=lambda kv: -kv[1])),
@@ -82,6 +81,7 @@ def build_card(x: CardInputs) -> dict[str, Any]:
         "pii_replaced": {k: sum(p[k] for p in keys.pii) for k in ("email", "ip", "phone")},
         "duplicate_clusters": _clusters(selection.clusters, e.representative_origins),
         "decontamination": _decontam(x, labels),
+        "languages": _languages(x),
         "split": {"train_documents": n_train, "validation_documents": n_val},
         "mixture": {"mix_by": x.data.mix_by, "seed": x.data.seed,
                     "sources": {l: {k: sources[l][k] for k in ("weight", "train_documents", "mixture_documents",
@@ -98,6 +98,7 @@ def build_card(x: CardInputs) -> dict[str, Any]:
         "unigram_validation_loss": unigram_cross_entropy_from_counts(e.train_unigram, e.validation_unigram)
         if val_tokens else None,
         "rejects_rows": e.rejects,
+        "language_filter": {"keep": list(x.data.languages) or "all", "min_score": x.data.language_min_score},
         "config": _plain(asdict(x.data)),
         "timings_seconds": x.timings,
     }
@@ -165,6 +166,34 @@ def _filters(x: CardInputs, rejections: dict[str, int]) -> dict:
             "enabled": {name: getattr(cfg, name).enabled for name in ("gopher_repetition", "gopher_quality", "c4",
                                                                       "fineweb")},
             "rules": rules}
+
+
+def _languages(x: CardInputs) -> dict:
+    """Per identified language: documents read and kept, characters, words and tokens of the kept ones, and the
+    tokenizer's fertility (tokens per character and per word), largest first; what `data.languages` and the score
+    threshold rejected. Words are counted as the filters count them (characters in ja, zh, th: clean.py)."""
+    keys, selection = x.keys, x.selection
+    if not keys.language:
+        return {}
+    rejected = keys.reasons.index("language") if "language" in keys.reasons else -1
+    usable = np.array([step_of(r) != "read" if r is not None else True for r in keys.reasons])
+    out: dict[str, dict] = {}
+    for lang_code, lang in enumerate(keys.languages):
+        row = {"documents_in": 0, "documents_out": 0, "characters_out": 0, "words_out": 0, "rejected_language": 0}
+        for i in range(len(selection.status)):
+            status, mine = selection.status[i], keys.language[i] == lang_code
+            kept = mine & (status == KEPT_CODE)
+            row["documents_in"] += int((mine & usable[status]).sum())
+            row["documents_out"] += int(kept.sum())
+            row["characters_out"] += int(keys.chars_out[i][kept].sum())
+            row["words_out"] += int(keys.words_out[i][kept].sum())
+            row["rejected_language"] += int((mine & (status == rejected)).sum())
+        tokens = int(x.emitted.tokens_by_language.get(lang, 0))
+        row["tokens_out"] = tokens
+        row["tokens_per_character"] = round(tokens / row["characters_out"], 4) if row["characters_out"] else None
+        row["tokens_per_word"] = round(tokens / row["words_out"], 4) if row["words_out"] else None
+        out[lang or "unknown"] = row
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["documents_out"], -kv[1]["documents_in"], kv[0])))
 
 
 def _decontam(x: CardInputs, labels: list[str]) -> dict:

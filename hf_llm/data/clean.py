@@ -12,6 +12,14 @@ samples and parameter lists repeat by design. `CleanConfig.preset` picks rules b
 `curated` (the default: books, documentation, anything chosen by hand), `books`, `code_docs`, `web` (the published
 rules, C4 and FineWeb on) and `none`.
 
+Every language (see language.py): `clean_document` identifies the document's language first; rules that count words
+count whitespace tokens, as in Dolma's Gopher implementation (no nltk), except in languages written without spaces
+(ja, zh, th, ...: `UNSPACED_LANGUAGES`), where each character of those scripts is a word and the runs of other
+characters between them are words too; the stop-word rule takes the language's own list (`stop_words_by_language`;
+particles of ja and zh are counted as substrings, Korean ones where they end a word) and is skipped for a language
+with no list; `data.clean.by_language` overrides thresholds per language (mean word length is off where words are
+not separated). Terminal punctuation includes 。！？ and the Arabic question mark.
+
 Differences from datatrove: words are whitespace tokens, as in Dolma's Gopher implementation (no nltk); blank lines
 are ignored by line-based ratios (our documents separate paragraphs with blank lines); the most frequent n-gram
 counts only if it occurs at least twice; C4 rejects a page with "lorem ipsum" or "{" anywhere, as the paper says,
@@ -21,12 +29,16 @@ and counts sentences with a regex.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from collections import Counter
 from itertools import accumulate
+from typing import Sequence
+
 from ..config.data_steps import (C4Config, CleanConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig,
                                  NormalizeConfig, PIIConfig)
+from .language import UNSPACED_CHARS, UNSPACED_LANGUAGES, identify_language, language_decision
 
 # ---------------------------------------------------------------- patterns (compiled once, immutable)
 # Speed: the regex engine skips fast only when a pattern starts with a plain character or set, so the costly
@@ -43,7 +55,15 @@ _GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 _PARAGRAPH_SPLIT = re.compile(r"\n[^\S\n]*\n\s*")
 _LETTER = re.compile(r"[^\W\d_]")
 _CITATION = re.compile(r"\s*(?:\[\d*\]|\[edit\]|\[citation needed\])", re.I)
-_SENTENCE_END = re.compile(r"[.!?]+['\")\]]*(?=\s|$)")
+_SENTENCE_END = re.compile(r"[.!?]+['\")\]]*(?=\s|$)|[。！？]+[」』）]*")
+_UNSPACED_WORD = re.compile(rf"[{UNSPACED_CHARS}]|[^\s{UNSPACED_CHARS}]+")
+_TERMINAL = (".", "!", "?", '"', "'", "。", "！", "？", "؟", "」", "』")  # C4's and FineWeb's, with CJK and Arabic
+_SUBSTRING_STOP_WORDS = UNSPACED_LANGUAGES | {"ko"}  # particles attach to the words before them
+_SUFFIX_STOP_WORDS = frozenset({"ko"})  # Korean particles end a word: counted there only
+# A language's own rules apply when the model gives it at least this probability. Below, the text is gibberish
+# (random letters score 0.1-0.6 in some language, often one with no stop-word list) or a mix: the default (English)
+# rules judge it.
+RULES_MIN_SCORE = 0.65  # FineWeb's threshold for English
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -87,14 +107,46 @@ def _compile_boilerplate(patterns: tuple[str, ...]) -> re.Pattern:
 
 
 @functools.lru_cache(maxsize=32)
-def _compile_stop_words(words: tuple[str, ...]) -> re.Pattern:
-    return re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", re.I)
+def _compile_stop_words(words: tuple[str, ...], mode: str = "word") -> re.Pattern:
+    """word: whole words; substring: anywhere (ja, zh); suffix: at the end of a word (Korean particles)."""
+    alternation = "(?:" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + ")"
+    pattern = {"word": rf"\b{alternation}\b", "substring": alternation, "suffix": rf"{alternation}\b"}[mode]
+    return re.compile(pattern, re.I)
 
 
 @functools.lru_cache(maxsize=4)
-def _tokens(text: str) -> tuple[str, ...]:
-    """Whitespace tokens, shared by the filters of one document (the str hash is cached, so lookups are cheap)."""
-    return tuple(text.split())
+def _tokens(text: str, unspaced: bool = False) -> tuple[str, ...]:
+    """The words of a document, shared by its filters (the str hash is cached, so lookups are cheap): whitespace
+    tokens, or in a language written without spaces each character of its script and each run of other
+    non-space characters."""
+    return tuple(_UNSPACED_WORD.findall(text)) if unspaced else tuple(text.split())
+
+
+def count_words(text: str, language: str) -> int:
+    """Words of a document as the filters count them (characters of its script where words are not separated)."""
+    return len(_tokens(text, language in UNSPACED_LANGUAGES))
+
+
+def language_rules(cfg: CleanConfig, language: str) -> CleanConfig:
+    """`cfg` with `cfg.by_language[language]`'s thresholds applied (cfg itself when it names none); built once per
+    config and language and remembered on the config object."""
+    rules = cfg.by_language.get(language)
+    if not rules:
+        return cfg
+    memo = cfg.__dict__.setdefault("_by_language_resolved", {})
+    if language not in memo:
+        import copy
+
+        out = copy.deepcopy(cfg)
+        out.__dict__.pop("_by_language_resolved", None)
+        for dotted, value in rules.items():
+            *path, leaf = dotted.split(".")
+            obj = out
+            for part in path:
+                obj = getattr(obj, part)
+            setattr(obj, leaf, value)
+        memo[language] = out
+    return memo[language]
 
 
 # ---------------------------------------------------------------- normalisation and PII
@@ -211,21 +263,24 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return n, chars
 
 
-def gopher_quality(text: str, cfg: GopherQualityConfig) -> str | None:
-    """First failed Gopher quality rule as "gopher_quality:<rule>", or None if the document passes."""
+def gopher_quality(text: str, cfg: GopherQualityConfig, language: str = "") -> str | None:
+    """First failed Gopher quality rule as "gopher_quality:<rule>", or None if the document passes. `language`
+    (an ISO 639 code, "" unknown) picks the segmentation and the stop words."""
     if not cfg.enabled:
         return None
-    words = _tokens(text)
+    unspaced = language in UNSPACED_LANGUAGES
+    words = _tokens(text, unspaced)
     n = len(words)
     if n == 0 or (cfg.min_words is not None and n < cfg.min_words) or (cfg.max_words is not None and n > cfg.max_words):
         return "gopher_quality:word_count"
     if cfg.skip_code:  # the length counts code; the ratios below judge the prose, if there is enough to judge
         text = without_code(text)
-        words = _tokens(text)
+        words = _tokens(text, unspaced)
         n = len(words)
         if n < max(1, cfg.min_words or 0):
             return None
-    mean = sum(map(len, words)) / n
+    mean = sum(map(len, words)) / n if cfg.min_mean_word_length is not None or cfg.max_mean_word_length is not None \
+        else 0.0
     if (cfg.min_mean_word_length is not None and mean < cfg.min_mean_word_length) or (
         cfg.max_mean_word_length is not None and mean > cfg.max_mean_word_length
     ):
@@ -248,11 +303,17 @@ def gopher_quality(text: str, cfg: GopherQualityConfig) -> str | None:
             alpha += sum(1 for w in words if not w.isalpha() and _LETTER.search(w))
             if alpha < cfg.min_alpha_words * n:
                 return "gopher_quality:alpha_words"
-    if cfg.min_stop_words:
+    stop_words = cfg.stop_words if language in ("", "en") else cfg.stop_words_by_language.get(language)
+    if cfg.min_stop_words and stop_words:  # a language with no list skips the rule
+        substrings = language in _SUBSTRING_STOP_WORDS
+        need = cfg.min_stop_words
+        if substrings and cfg.min_stop_word_share:
+            need = max(need, math.ceil(cfg.min_stop_word_share * sum(map(len, words))))  # per character
         found = 0
-        for _ in _compile_stop_words(tuple(cfg.stop_words)).finditer(text):  # stop early: prose hits in a few words
+        mode = "suffix" if language in _SUFFIX_STOP_WORDS else "substring" if substrings else "word"
+        for _ in _compile_stop_words(tuple(stop_words), mode).finditer(text):  # stop early: prose hits soon
             found += 1
-            if found >= cfg.min_stop_words:
+            if found >= need:
                 break
         else:
             return "gopher_quality:stop_words"
@@ -285,8 +346,9 @@ def _repeated_ngram_chars(words: tuple[str, ...], n: int, starts: list[int], cum
     return chars
 
 
-def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> str | None:
-    """First failed Gopher repetition rule as "gopher_repetition:<rule>", or None if the document passes."""
+def gopher_repetition(text: str, cfg: GopherRepetitionConfig, language: str = "") -> str | None:
+    """First failed Gopher repetition rule as "gopher_repetition:<rule>", or None if the document passes; n-grams
+    are of `language`'s words (characters where words are not separated)."""
     if not cfg.enabled:
         return None
     if cfg.skip_code:
@@ -306,7 +368,7 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> str | None:
             if max_char_frac is not None and dup_chars / total > max_char_frac:
                 return f"gopher_repetition:dup_{unit}_char_frac"
 
-    words = _tokens(text)
+    words = _tokens(text, language in UNSPACED_LANGUAGES)
     top = ((2, cfg.max_top_2gram_char_frac), (3, cfg.max_top_3gram_char_frac), (4, cfg.max_top_4gram_char_frac))
     repeats = True  # becomes False once some n-gram size has no repeat: then no longer one repeats either
     for n, limit in top:
@@ -347,7 +409,7 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> str | None:
     return None
 
 
-def c4_filter(text: str, cfg: C4Config) -> tuple[str | None, str]:
+def c4_filter(text: str, cfg: C4Config, language: str = "") -> tuple[str | None, str]:
     """C4 rules: (None, text with bad lines deleted), or ("c4:<rule>", unchanged text) if the page goes."""
     if not cfg.enabled:
         return None, text
@@ -358,13 +420,14 @@ def c4_filter(text: str, cfg: C4Config) -> tuple[str | None, str]:
     policy = tuple(cfg.policy_phrases)
     kept: list[str] = []
     sentences = 0
+    unspaced = language in UNSPACED_LANGUAGES
     for line in _lines(text):
-        words = line.split()
+        words = _UNSPACED_WORD.findall(line) if unspaced else line.split()
         if cfg.max_word_length > 0 and any(len(w) > cfg.max_word_length for w in words):
             continue
         if cfg.remove_citations and "[" in line:
             line = _CITATION.sub("", line).strip()
-        if cfg.require_terminal_punct and (not line.endswith((".", "!", "?", '"', "'")) or line.endswith("...")):
+        if cfg.require_terminal_punct and (not line.endswith(_TERMINAL) or line.endswith("...")):
             continue
         if len(words) < cfg.min_words_per_line:
             continue
@@ -380,18 +443,18 @@ def c4_filter(text: str, cfg: C4Config) -> tuple[str | None, str]:
     return None, "\n".join(kept)
 
 
-def fineweb_filter(text: str, cfg: FineWebConfig) -> str | None:
+def fineweb_filter(text: str, cfg: FineWebConfig, language: str = "") -> str | None:
     """First failed FineWeb rule as "fineweb:<rule>", or None. Blank lines are ignored by the ratios."""
     if not cfg.enabled:
         return None
     lines = _lines(text)
-    if not lines or sum(line.endswith((".", "'", '"', "!", "?")) for line in lines) / len(lines) <= cfg.line_punct_min:
+    if not lines or sum(line.endswith(_TERMINAL) for line in lines) / len(lines) <= cfg.line_punct_min:
         return "fineweb:line_punct_ratio"
     if sum(len(line) <= cfg.short_line_chars for line in lines) / len(lines) >= cfg.short_line_max:
         return "fineweb:short_line_ratio"
     if _duplicates(lines)[1] / max(1, len(text) - text.count("\n")) >= cfg.dup_line_char_max:
         return "fineweb:dup_line_char_ratio"
-    if (len(lines) - 1) / max(1, len(_tokens(text))) > cfg.newline_word_max:
+    if (len(lines) - 1) / max(1, len(_tokens(text, language in UNSPACED_LANGUAGES))) > cfg.newline_word_max:
         return "fineweb:newline_word_ratio"
     return None
 
@@ -399,16 +462,24 @@ def fineweb_filter(text: str, cfg: FineWebConfig) -> str | None:
 # ---------------------------------------------------------------- entry points
 
 
-def clean_document(text: str | None, cfg: CleanConfig) -> tuple[str | None, str, dict[str, int]]:
-    """Normalise, scrub, then filter one document: (reason or None, text, PII counts)."""
+def clean_document(text: str | None, cfg: CleanConfig, keep_languages: Sequence[str] = (),
+                   min_language_score: float = 0.0) -> tuple[str | None, str, dict[str, int], str, float]:
+    """Normalise, identify the language, scrub, then filter one document with its language's rules:
+    (reason or None, text, PII counts, language, score). A language outside `keep_languages` (empty: all) or
+    identified below `min_language_score` is rejected with reason "language" before any filter runs."""
     counts = {"email": 0, "ip": 0, "phone": 0}
     text = normalize_text(text or "", cfg.normalize)
     if not text.strip():
-        return "empty", text, counts
+        return "empty", text, counts, "", 0.0
+    language, score = identify_language(text)
+    if language_decision(language, score, keep_languages, min_language_score) is not None:
+        return "language", text, counts, language, score
+    rules = language if score >= RULES_MIN_SCORE else ""  # unsure: gibberish, or mixed; the default rules judge it
+    cfg = language_rules(cfg, rules)
     text, counts = scrub_pii(text, cfg.pii)
-    reason = gopher_repetition(text, cfg.gopher_repetition) or gopher_quality(text, cfg.gopher_quality)
+    reason = gopher_repetition(text, cfg.gopher_repetition, rules) or gopher_quality(text, cfg.gopher_quality, rules)
     if reason is None:
-        reason, text = c4_filter(text, cfg.c4)  # the one filter that rewrites text (deletes lines)
+        reason, text = c4_filter(text, cfg.c4, rules)  # the one filter that rewrites text (deletes lines)
     if reason is None:
-        reason = fineweb_filter(text, cfg.fineweb)
-    return reason, text, counts
+        reason = fineweb_filter(text, cfg.fineweb, rules)
+    return reason, text, counts, language, score

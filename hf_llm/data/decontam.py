@@ -1,5 +1,8 @@
 """Decontamination: flag training documents that share a word n-gram (13 by default) with an evaluation example.
 
+Texts in scripts written without spaces (zh, ja, th) are compared as character n-grams (`char_ngram`, 20 by
+default), chosen per text by its script as near dedup does (dedup.py), so an edit no longer hides a whole sentence.
+
 Text is compared as words: runs of letters/digits, so punctuation, line breaks and spacing never matter, and case
 does not matter either unless `lowercase=False`. Every word 13-gram of every eval example is hashed to 64 bits
 and kept in one sorted numpy array; a training batch is checked with one `np.searchsorted`. A 64-bit collision
@@ -27,7 +30,7 @@ import numpy as np
 
 from ..config.data_steps import DecontamConfig
 from ..errors import ConfigError, DataError
-from .dedup import ngram_hashes
+from .dedup import ngram_hashes, unspaced_documents
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +47,28 @@ class NgramIndex:
     ngram: int
     lowercase: bool
     short_examples: dict[str, int]  # examples with fewer than `ngram` words: too short to match, only counted
+    char_ngram: int = 0  # n-gram size in characters for texts in unspaced scripts (0: words; dedup.ngram_hashes)
+
+
+def _long_enough(texts: list[str], counts: np.ndarray, ngram: int, char_ngram: int) -> np.ndarray:
+    """bool per text: it has a full n-gram (of characters where its script is cut by character)."""
+    need = np.where(unspaced_documents(texts), char_ngram, ngram) if char_ngram else ngram
+    return counts >= need
 
 
 def build_ngram_index(
-    texts_by_eval_name: dict[str, Iterable[str]], ngram: int = 13, lowercase: bool = True
+    texts_by_eval_name: dict[str, Iterable[str]], ngram: int = 13, lowercase: bool = True, char_ngram: int = 20
 ) -> NgramIndex:
-    """Index every word n-gram of every eval example, remembering which eval set it belongs to."""
+    """Index every word n-gram of every eval example (character `char_ngram`-grams of examples in unspaced scripts),
+    remembering which eval set it belongs to."""
     all_hashes, all_owners, short = [], [], {}
     for owner, (name, texts) in enumerate(texts_by_eval_name.items()):
         short[name] = 0
         for chunk in _chunks(texts, _CHUNK):
-            hashes, offsets, counts = ngram_hashes(chunk, ngram, lowercase)
-            keep = np.repeat(counts >= ngram, np.diff(offsets))  # drop the whole-text shingle of short examples
-            short[name] += int((counts < ngram).sum())
+            hashes, offsets, counts = ngram_hashes(chunk, ngram, lowercase, char_ngram)
+            full = _long_enough(chunk, counts, ngram, char_ngram)
+            keep = np.repeat(full, np.diff(offsets))  # drop the whole-text shingle of short examples
+            short[name] += int((~full).sum())
             all_hashes.append(hashes[keep])
             all_owners.append(np.full(int(keep.sum()), owner, dtype=np.int32))
         if short[name]:
@@ -65,26 +77,28 @@ def build_ngram_index(
     hashes = np.concatenate(all_hashes) if all_hashes else np.zeros(0, dtype=np.uint64)
     owners = np.concatenate(all_owners) if all_owners else np.zeros(0, dtype=np.int32)
     unique, first = np.unique(hashes, return_index=True)  # first occurrence = earliest listed eval set
-    return NgramIndex(unique, owners[first], list(texts_by_eval_name), ngram, lowercase, short)
+    return NgramIndex(unique, owners[first], list(texts_by_eval_name), ngram, lowercase, short, char_ngram)
 
 
 def contamination_batch(
     batch: dict[str, list[Any]], index: NgramIndex, cfg: DecontamConfig, text_field: str = "text"
 ) -> dict[str, list[str | None]]:
     """{"contaminated_by": name of an eval set sharing an n-gram with the doc, or None}; `clean_keys_batch` calls it."""
-    if (cfg.ngram, cfg.lowercase) != (index.ngram, index.lowercase):
+    if (cfg.ngram, cfg.lowercase, cfg.char_ngram) != (index.ngram, index.lowercase, index.char_ngram):
         raise ConfigError(
-            f"decontam: index built with ngram={index.ngram}, lowercase={index.lowercase} but config has "
-            f"ngram={cfg.ngram}, lowercase={cfg.lowercase}; rebuild the index from this config"
+            f"decontam: index built with ngram={index.ngram}, char_ngram={index.char_ngram}, "
+            f"lowercase={index.lowercase} but config has ngram={cfg.ngram}, char_ngram={cfg.char_ngram}, "
+            f"lowercase={cfg.lowercase}; rebuild the index from this config"
         )
     texts = [t or "" for t in batch[text_field]]
     result: list[str | None] = [None] * len(texts)
     if not texts or not len(index.hashes):
         return {"contaminated_by": result}
-    hashes, offsets, counts = ngram_hashes(texts, index.ngram, index.lowercase)
+    hashes, offsets, counts = ngram_hashes(texts, index.ngram, index.lowercase, index.char_ngram)
     doc_of = np.repeat(np.arange(len(texts)), np.diff(offsets))
     pos = np.minimum(np.searchsorted(index.hashes, hashes), len(index.hashes) - 1)
-    hit = (index.hashes[pos] == hashes) & (counts[doc_of] >= index.ngram)  # short docs have no n-gram to match
+    full = _long_enough(texts, counts, index.ngram, index.char_ngram)
+    hit = (index.hashes[pos] == hashes) & full[doc_of]  # short docs have no n-gram to match
     docs, first = np.unique(doc_of[hit], return_index=True)  # the first matching n-gram of each doc names the set
     for d, owner in zip(docs.tolist(), index.owners[pos[hit]][first].tolist()):
         result[d] = index.names[owner]
@@ -169,7 +183,7 @@ def build_index_from_config(cfg: DecontamConfig) -> NgramIndex:
     """Load every configured eval source and index its n-grams."""
     if not cfg.eval_files and not cfg.eval_datasets:
         raise ConfigError("decontam: enabled but no eval_files or eval_datasets are configured")
-    return build_ngram_index(load_eval_texts(cfg), cfg.ngram, cfg.lowercase)
+    return build_ngram_index(load_eval_texts(cfg), cfg.ngram, cfg.lowercase, cfg.char_ngram)
 
 
 def _as_texts(value: Any, where: str) -> list[str]:

@@ -13,17 +13,25 @@ Words, for near dedup and decontamination alike, are maximal runs of ASCII lette
 characters except Unicode punctuation and spaces (U+0080-U+00BF, U+2000-U+206F, U+3000-U+303F): so "Hello, world!"
 and "hello world" give the same shingles, and so do ‘quoted’ and 'quoted'. The text is split on its UTF-8 bytes with
 numpy, so there is no per-word Python work.
+
+Languages written without spaces (Chinese, Japanese, Thai: a whitespace "word" there is a phrase or a sentence, and
+any edit breaks it) are shingled by character: in a document whose non-space characters are at least
+`UNSPACED_SHARE` CJK ideographs, kana or Thai, each such character is a token of its own (a run of Latin letters or
+digits inside it stays one token) and the n-gram size is `char_ngram` instead of `ngram`. The choice is made per
+document from its script alone, never from a model, so an eval example and a training page are cut alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from ..config.data_steps import DedupConfig, NearDedupConfig
+from .language import UNSPACED_CHARS
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for the order-sensitive rolling combination
 _EMPTY_SHINGLE = np.uint64(0x5BD1E9955BD1E995)  # the one shingle of a document with no words at all
@@ -46,6 +54,8 @@ def _byte_classes() -> np.ndarray:
 
 
 _WORD_BYTE = _byte_classes()  # read-only lookup table: is this UTF-8 byte part of a word
+UNSPACED_SHARE = 0.3  # share of non-space characters in unspaced scripts from which a document is cut by character
+_UNSPACED = re.compile(f"[{UNSPACED_CHARS}]")
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)  # k low bytes set
 
 # ----------------------------------------------------------------------------------------------- the step
@@ -186,22 +196,76 @@ def _word_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     return _splitmix64(h + length.astype(np.uint64) * _LENGTH_MIX)
 
 
+def unspaced_documents(texts: Sequence[str]) -> np.ndarray:
+    """bool per text: cut into character n-grams (see the module docstring). ASCII texts are decided at C speed."""
+    out = np.zeros(len(texts), dtype=bool)
+    for i, t in enumerate(texts):
+        if t and not t.isascii():
+            visible = len(t) - t.count(" ") - t.count("\n")
+            out[i] = len(_UNSPACED.findall(t)) >= UNSPACED_SHARE * max(1, visible)
+    return out
+
+
 def ngram_hashes(
-    texts: Sequence[str], ngram: int, lowercase: bool = True
+    texts: Sequence[str], ngram: int, lowercase: bool = True, char_ngram: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hash every word n-gram of every text to uint64, for the whole batch at once.
 
     Returns (hashes, doc_offsets, word_counts): the n-grams of text i are hashes[doc_offsets[i]:doc_offsets[i+1]].
     A text with fewer than `ngram` words yields one hash of all its words (an empty text a fixed constant), so
-    every text has at least one entry. The batch is one UTF-8 byte buffer; word boundaries, word hashes and the
-    rolling n-gram combination are numpy over it.
+    every text has at least one entry. With `char_ngram` > 0, texts in unspaced scripts (`unspaced_documents`) are
+    cut into tokens of one character of those scripts and hashed as `char_ngram`-grams (their counts are tokens).
     """
+    char = unspaced_documents(texts) if char_ngram else np.zeros(len(texts), dtype=bool)
+    if not char.any():
+        return _ngram_hashes(texts, ngram, lowercase, False)
+    if char.all():
+        return _ngram_hashes(texts, char_ngram, lowercase, True)
+    groups = [np.flatnonzero(~char), np.flatnonzero(char)]
+    parts = [_ngram_hashes([texts[i] for i in g], n, lowercase, c) for g, n, c in zip(groups, (ngram, char_ngram),
+                                                                                      (False, True))]
+    where = np.zeros((len(texts), 2), dtype=np.int64)  # (group, position in it) of every text
+    for k, g in enumerate(groups):
+        where[g] = np.stack([np.full(len(g), k), np.arange(len(g))], axis=1)
+    pieces = [parts[k][0][parts[k][1][j] : parts[k][1][j + 1]] for k, j in where]
+    counts = np.array([parts[k][2][j] for k, j in where], dtype=np.int64)
+    sizes = np.array([len(p) for p in pieces], dtype=np.int64)
+    return np.concatenate(pieces), np.concatenate([[0], np.cumsum(sizes)]), counts
+
+
+def _unspaced_lead(buf: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """True at the first byte of every word character of an unspaced script: U+3040-U+9FFF (kana, CJK), U+F900-FAFF,
+    U+0E00-0E7F (Thai), all 3 bytes long in UTF-8 (the CJK punctuation below U+3040 is no word byte anyway)."""
+    lead = np.zeros(len(buf), dtype=bool)
+    if len(buf) < 3:
+        return lead
+    first, second = buf[:-2], buf[1:-1]
+    lead[:-2] = (((first >= 0xE3) & (first <= 0xE9)) | ((first == 0xEF) & (second >= 0xA4) & (second <= 0xAB))
+                 | ((first == 0xE0) & ((second == 0xB8) | (second == 0xB9))))
+    return lead & mask
+
+
+def _ngram_hashes(texts: Sequence[str], ngram: int, lowercase: bool, char: bool) -> tuple[np.ndarray, np.ndarray,
+                                                                                            np.ndarray]:
+    """`ngram_hashes` for texts cut one way: words, or (`char`) words with every unspaced character alone."""
     with np.errstate(over="ignore"):  # all uint64 arithmetic here is deliberately modulo 2^64
         encoded = [((t.lower() if lowercase else t) if t else "").encode("utf-8") for t in texts]
         buf = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)  # "\n" is no word byte: words never span texts
         doc_start = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]]) if encoded else np.zeros(0, np.int64)
-        edges = np.flatnonzero(np.diff(_word_mask(buf).view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+        mask = _word_mask(buf)
+        edges = np.flatnonzero(np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
         starts, ends = edges[0::2], edges[1::2]  # a word starts and ends at alternate edges
+        if char:  # every unspaced character is a token: cut before it and after it, inside words
+            lead = np.flatnonzero(_unspaced_lead(buf, mask))
+            cut = np.zeros(len(buf) + 1, dtype=bool)  # marks, not sorting: linear in the batch's bytes
+            cut[lead] = True
+            cut[lead + 3] = True
+            cut[1:-1] &= mask[1:] & mask[:-1]  # only inside a word: its edges are cut already
+            cut[0] = cut[-1] = False
+            start_mark, end_mark = cut.copy(), cut
+            start_mark[starts] = True
+            end_mark[ends] = True
+            starts, ends = np.flatnonzero(start_mark), np.flatnonzero(end_mark)
         flat = _word_hashes(buf, starts, ends) if len(starts) else np.zeros(0, dtype=np.uint64)
         word_start = np.append(np.searchsorted(starts, doc_start), len(starts)).astype(np.int64)
         counts = np.diff(word_start)
@@ -245,7 +309,7 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def minhash_signatures(texts: Sequence[str], cfg: NearDedupConfig) -> np.ndarray:
-    """MinHash signatures of word n-gram sets, shape (len(texts), num_perm), uint32.
+    """MinHash signatures of word n-gram sets (character n-grams in unspaced scripts), (len(texts), num_perm) uint32.
 
     All shingles of the batch form one row; each chunk of it is broadcast against the permutation column to a
     (num_perm, shingles) matrix, and per-document minima are taken along the contiguous axis with
@@ -254,7 +318,7 @@ def minhash_signatures(texts: Sequence[str], cfg: NearDedupConfig) -> np.ndarray
     """
     a, b = _permutations(cfg.num_perm, cfg.seed)
     a, b = a[:, None], b[:, None]
-    shingles, offsets, _ = ngram_hashes(texts, cfg.ngram, cfg.lowercase)
+    shingles, offsets, _ = ngram_hashes(texts, cfg.ngram, cfg.lowercase, cfg.char_ngram)
     x = (shingles >> _SHIFT_32).astype(np.uint32)
     sig = np.full((len(texts), cfg.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     # One reused buffer, written in place: avoids allocating (and page-faulting) fresh temporaries per step.

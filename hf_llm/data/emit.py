@@ -29,6 +29,7 @@ class Emitted:
     train_stats: dict = field(default_factory=dict)
     validation_stats: dict = field(default_factory=dict)
     tokens_by_code: list = field(default_factory=list)  # per source: tokens of the cleaned text, per reason code
+    tokens_by_language: dict = field(default_factory=dict)  # language → tokens of its kept documents
     drawn_tokens: list = field(default_factory=list)  # per source, over all passes: tokens sent to training
     drawn_documents: list = field(default_factory=list)
     drawn_characters: list = field(default_factory=list)
@@ -114,7 +115,8 @@ def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, sinks: Si
     if chosen and len(chosen[0]):
         first[chosen[0]] = True
     extras = [spec.renamed.get(k, k) for k in spec.extras]
-    columns = ["source", "origin", "reason", "detail", "contaminated_by", "n_tokens", "input_ids", *extras]
+    columns = ["source", "origin", "reason", "detail", "contaminated_by", "n_tokens", "input_ids", "language",
+               "language_score", *extras]
     texts = ["original_text"] + (["text"] if sinks.documents is not None else [])
     for idx, b in iter_batches(ds, columns, desc=f"pack {spec.label}", total=len(status)):
         b = _LazyTexts(b, ds, idx, texts)  # only the rows written out are read: the other pages stay on disk
@@ -123,12 +125,14 @@ def _first_pass(i: int, ds, spec, selection, chosen: list, keys: Keys, sinks: Si
         n_tokens = np.asarray(b["n_tokens"], dtype=np.int64)
         np.add.at(e.tokens_by_code[i], codes, n_tokens)
         e.kept_lengths.append(n_tokens[codes == KEPT_CODE])
+        for k in np.flatnonzero(codes == KEPT_CODE):
+            e.tokens_by_language[b["language"][k]] = e.tokens_by_language.get(b["language"][k], 0) + int(n_tokens[k])
         bad = np.flatnonzero(codes != KEPT_CODE)
         if len(bad):
             sinks.rejects.write(_reject_rows(b, bad, codes, rep[idx], keys, e, extras))
         if sinks.documents is not None:
             good = np.flatnonzero(codes == KEPT_CODE)
-            rows = {c: b.take(c, good) for c in ["text", "source", "origin", *extras]}
+            rows = {c: b.take(c, good) for c in ["text", "source", "origin", "language", "language_score", *extras]}
             rows["split"] = ["validation" if v else "train" for v in val[idx[good]]]
             sinks.documents.write(rows)
         for split, mask in (("validation", val[idx]), ("train", first[idx])):
@@ -178,7 +182,7 @@ def _reject_rows(b: _LazyTexts, bad: np.ndarray, codes: np.ndarray, rep: np.ndar
         examples = e.reject_examples.setdefault(reason, [])
         if len(examples) < REJECT_EXAMPLES:  # for the data card: what a filter cost, shown on real rows
             examples.append({"origin": origin, "text": " ".join(str(text or "").split())[:EXCERPT_CHARS]})
-    rows.update({c: b.take(c, bad) for c in extras})
+    rows.update({c: b.take(c, bad) for c in ["language", "language_score", *extras]})
     return rows
 
 
@@ -187,7 +191,8 @@ def union_features(specs: list, rejects: bool):
     `RowWriter` stores a non-string value as its JSON text)."""
     from datasets import Features, Value
 
-    columns = {c: Value("string") for c in ("text", "source", "origin")}
+    columns = {c: Value("string") for c in ("text", "source", "origin", "language")}
+    columns["language_score"] = Value("float32")
     if rejects:
         columns.update(reason=Value("string"), detail=Value("string"))
     else:
@@ -236,6 +241,9 @@ def merge_emitted(parts: list[Emitted], n_sources: int) -> Emitted:
     for name in ("drawn_tokens", "drawn_documents", "drawn_characters"):
         setattr(e, name, [int(sum(getattr(p, name)[i] for p in parts)) for i in range(n_sources)])
     e.validation_characters = sum(p.validation_characters for p in parts)
+    for p in parts:
+        for lang, n in p.tokens_by_language.items():
+            e.tokens_by_language[lang] = e.tokens_by_language.get(lang, 0) + n
     e.kept_lengths = np.concatenate([p.kept_lengths for p in parts])
     e.train_unigram = sum(p.train_unigram for p in parts)
     e.validation_unigram = sum(p.validation_unigram for p in parts)

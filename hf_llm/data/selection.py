@@ -45,6 +45,9 @@ class Keys:
     hashes: list[np.ndarray] = field(default_factory=list)  # per source: (n, 2) int64, one 128-bit hash per row
     contaminated: list[np.ndarray] = field(default_factory=list)  # per source: int16, 0 = clean, k = eval set k-1
     pii: list[dict[str, int]] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)  # code → ISO 639 language ("" = no letters)
+    language: list[np.ndarray] = field(default_factory=list)  # per source: int16 code into `languages` per document
+    words_out: list[np.ndarray] = field(default_factory=list)  # per source: words of the cleaned text (clean.py's)
     read_problems: list[str] = field(default_factory=list)  # first locations of unreadable rows (file:line)
     read_problem_count: int = 0
 
@@ -61,6 +64,13 @@ class Keys:
         except ValueError:
             self.reasons.append(reason)
             return len(self.reasons) - 1
+
+    def language_code(self, language: str) -> int:
+        try:
+            return self.languages.index(language)
+        except ValueError:
+            self.languages.append(language)
+            return len(self.languages) - 1
 
     @property
     def offsets(self) -> np.ndarray:

@@ -7,14 +7,15 @@ encodes. The clean and pack passes call them batch by batch (task_steps.py, task
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..config.data_steps import CleanConfig, DecontamConfig, DedupConfig
-from .clean import clean_document
+from .clean import clean_document, count_words
 from .decontam import NgramIndex, contamination_batch
 from .dedup import dedup_keys
+from .language import language_decision
 
 # set by the readers (hf_llm/data/readers.py); the text is not usable
 READ_REASONS = ("malformed", "invalid_utf8", "missing_text", "wrong_type", "too_long", "truncated", "corrupt")
@@ -32,6 +33,9 @@ def step_features(features, dedup: DedupConfig):
         "chars_in": Value("int64"), "chars_out": Value("int64"),
         "hash_hi": Value("int64"), "hash_lo": Value("int64"),  # 128-bit hash of the normalised text (signed halves)
         "contaminated_by": Value("string"),
+        "language": Value("string"),  # ISO 639 code identified by lid.176 ("" for text without letters)
+        "language_score": Value("float32"),  # the model's probability of that language
+        "words_out": Value("int32"),  # words of the cleaned text, as its language's rules count them (fertility)
     }
     if dedup.near.enabled:
         added["minhash"] = List(Value("uint32"), length=dedup.near.num_perm)
@@ -39,8 +43,12 @@ def step_features(features, dedup: DedupConfig):
 
 
 def clean_keys_batch(batch: dict[str, list], clean: CleanConfig, dedup: DedupConfig,
-                     index: Optional[NgramIndex] = None, decontam: Optional[DecontamConfig] = None) -> dict[str, list]:
+                     index: Optional[NgramIndex] = None, decontam: Optional[DecontamConfig] = None,
+                     languages: Sequence[str] = (), language_min_score: float = 0.0) -> dict[str, list]:
     """Clean every document and compute its dedup and decontamination keys; no row is dropped.
+
+    Each document's language is identified (columns `language`, `language_score`); one outside `languages`
+    (data.languages; empty keeps all) or below `language_min_score` gets reason "language".
 
     `reason` is None for a document that passed every filter (it may still be a duplicate: that needs all keys).
     Rejected rows keep their text, so rejects/ can show what was dropped; their keys are zeros.
@@ -51,11 +59,15 @@ def clean_keys_batch(batch: dict[str, list], clean: CleanConfig, dedup: DedupCon
     details: list[Optional[str]] = list(batch["read_detail"])
     texts: list[Any] = list(texts_in)
     pii = {"email": [0] * n, "ip": [0] * n, "phone": [0] * n}
+    language: list[str] = [""] * n
+    score = [0.0] * n
     for i, text in enumerate(texts_in):
         if reasons[i] is not None:
             continue
-        reason, texts[i], counts = clean_document(text, clean)
+        reason, texts[i], counts, language[i], score[i] = clean_document(text, clean, languages, language_min_score)
         reasons[i] = reason
+        if reason == "language":
+            details[i] = language_decision(language[i], score[i], languages, language_min_score)
         for kind, c in counts.items():
             pii[kind][i] = c
     ok = [i for i in range(n) if reasons[i] is None]
@@ -78,6 +90,8 @@ def clean_keys_batch(batch: dict[str, list], clean: CleanConfig, dedup: DedupCon
         "chars_in": [len(t) if isinstance(t, str) else 0 for t in texts_in],
         "chars_out": [len(texts[i]) if reasons[i] is None else 0 for i in range(n)],
         "hash_hi": hashes[:, 0], "hash_lo": hashes[:, 1], "contaminated_by": contaminated,
+        "language": language, "language_score": score,
+        "words_out": [count_words(texts[i], language[i]) if reasons[i] is None else 0 for i in range(n)],
     })
     if dedup.near.enabled:
         out["minhash"] = list(sig)

@@ -30,7 +30,7 @@ PASSES = ("clean", "exact", "near", "select", "pack", "merge")  # in order; each
 CHUNK = "chunk-{s}.arrow"
 SIGNATURE_ROWS = 65_536  # signatures read from the memory map at once by the near pass (32 MB at 126 slots)  # one task's cleaned rows of source s
 KEY_COLUMNS = ["reason", "detail", "chars_in", "chars_out", "hash_hi", "hash_lo", "contaminated_by",
-               "pii_email", "pii_ip", "pii_phone"]
+               "pii_email", "pii_ip", "pii_phone", "language", "words_out"]
 
 
 def shard(files: list[str], rank: int, world: int) -> list[str]:
@@ -173,7 +173,8 @@ def write_cleaned(spec, files: list[str], data, index, path: Path) -> None:
     from .steps import clean_keys_batch, step_features
 
     writer = ArrowWriter(features=step_features(spec.features(), data.dedup), path=str(path))
-    clean = partial(clean_keys_batch, clean=data.clean, dedup=data.dedup, index=index, decontam=data.decontam)
+    clean = partial(clean_keys_batch, clean=data.clean, dedup=data.dedup, index=index, decontam=data.decontam,
+                    languages=data.languages, language_min_score=data.language_min_score)
     batches = record_batches(spec, files, data.strict)
     procs = worker_processes(data.num_proc)
     if procs > 1:
@@ -208,7 +209,7 @@ def collect_keys(cleaned: list, data, work: Path, eval_names: list[str]) -> Keys
     sigs = SignatureFile(work / "minhash.u32", near.num_perm) if near.enabled else None
     columns = KEY_COLUMNS + (["minhash"] if near.enabled else [])
     for ds in cleaned:
-        status, chars_in, chars_out, hashes, contaminated = [], [], [], [], []
+        status, chars_in, chars_out, hashes, contaminated, language, words = [], [], [], [], [], [], []
         pii = {"email": 0, "ip": 0, "phone": 0}
         for _, b in iter_batches(ds, columns, desc="clean + keys"):
             status.append(np.array([keys.code(r) for r in b["reason"]], dtype=np.int16))
@@ -217,6 +218,8 @@ def collect_keys(cleaned: list, data, work: Path, eval_names: list[str]) -> Keys
                     keys.note_read_problem(detail)
             chars_in.append(np.asarray(b["chars_in"], dtype=np.int64))
             chars_out.append(np.asarray(b["chars_out"], dtype=np.int64))
+            language.append(np.array([keys.language_code(x) for x in b["language"]], dtype=np.int16))
+            words.append(np.asarray(b["words_out"], dtype=np.int64))
             hashes.append(np.stack([np.asarray(b["hash_hi"], dtype=np.int64),
                                     np.asarray(b["hash_lo"], dtype=np.int64)], axis=1))
             contaminated.append(np.array([0 if n is None else eval_names.index(n) + 1 for n in b["contaminated_by"]],
@@ -231,6 +234,8 @@ def collect_keys(cleaned: list, data, work: Path, eval_names: list[str]) -> Keys
         keys.chars_out.append(cat(chars_out, np.int64))
         keys.hashes.append(cat(hashes, np.int64, (0, 2)))
         keys.contaminated.append(cat(contaminated, np.int16))
+        keys.language.append(cat(language, np.int16))
+        keys.words_out.append(cat(words, np.int64))
         keys.pii.append(pii)
     if sigs is not None:
         sigs.close()
@@ -457,14 +462,16 @@ def merged_keys(root: Path, lay: Layout, specs: list) -> Keys:
 
     keys = Keys()
     parts: dict[str, list[list]] = {k: [[] for _ in specs] for k in ("status", "chars_in", "chars_out", "hashes",
-                                                                      "contaminated")}
+                                                                      "contaminated", "language", "words_out")}
     pii = [{"email": 0, "ip": 0, "phone": 0} for _ in specs]
     for r, s in lay.chunks():
         k = task_keys(root, r)
         remap = np.array([keys.code(reason) for reason in k.reasons], dtype=np.int16)
         parts["status"][s].append(remap[k.status[s]])
-        for name in ("chars_in", "chars_out", "hashes", "contaminated"):
+        for name in ("chars_in", "chars_out", "hashes", "contaminated", "words_out"):
             parts[name][s].append(getattr(k, name)[s])
+        languages = np.array([keys.language_code(x) for x in k.languages], dtype=np.int16)  # one code table
+        parts["language"][s].append(languages[k.language[s]])
         for kind in pii[s]:
             pii[s][kind] += k.pii[s][kind]
         if s == 0:  # read problems are counted per task, over all its sources

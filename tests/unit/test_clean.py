@@ -63,7 +63,8 @@ def c4_only() -> CleanConfig:
 # ---------------------------------------------------------------- config
 
 
-ALLOWED = {str, int, float, bool, list[str], typing.Optional[str], typing.Optional[int], typing.Optional[float]}
+ALLOWED = {str, int, float, bool, list[str], typing.Optional[str], typing.Optional[int], typing.Optional[float],
+           dict[str, list[str]], dict[str, dict[str, typing.Any]]}  # per-language stop words and thresholds
 
 
 def _walk(cls: type) -> list[tuple[str, object, dataclasses.Field]]:

@@ -102,7 +102,7 @@ def test_a_recipes_own_values_win_over_the_preset(tmp_path):
     assert load_config(tmp_path / "saved.yaml", schema=PrepareDataConfig) == cfg
     default = load_config(overrides=[], schema=PrepareDataConfig).data.clean
     assert default == CleanConfig()
-    with pytest.raises(ConfigError, match="unknown preset"):
+    with pytest.raises(ConfigError, match="preset must be one of curated"):
         load_config(overrides=["data.clean.preset=crawl"], schema=PrepareDataConfig)
 
 

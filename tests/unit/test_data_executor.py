@@ -16,6 +16,7 @@ from hf_llm.data.pipeline import load_prepared
 
 from ..conftest import sample_documents
 from benchmarks.corpora import edit_words
+from .test_language import JA, SAMPLES, _edit_chars
 
 
 
@@ -29,6 +30,10 @@ def write_corpus(root: Path, n: int = 140, files: int = 6) -> Path:
     rows += [{"text": "  " + docs[i].upper() + "\n", "id": 1000 + i} for i in range(0, 30, 3)]
     rows += [{"text": edit_words(docs[i], 0.05, rng, vocab), "id": 2000 + i} for i in range(1, 40, 4)]
     rows += [{"text": "buy now " * 40, "id": 3000}, {"text": "short", "id": 3001}]
+    # other languages (the recipes below keep en and ja): a Japanese page, its copy with 5% of characters edited,
+    # a German page (reason "language")
+    rows += [{"text": JA, "id": 4000}, {"text": _edit_chars(JA, 0.05, seed=1), "id": 4001},
+             {"text": SAMPLES["de"] * 6, "id": 4002}]
     order = rng.permutation(len(rows))
     lines = [json.dumps(rows[k]) for k in order] + ["{not json"]
     folder = root / "corpus"
@@ -40,7 +45,8 @@ def write_corpus(root: Path, n: int = 140, files: int = 6) -> Path:
 
 def prepare_config(corpus: Path, out: Path, *extra: str) -> PrepareDataConfig:
     return load_config(None, [f"output_dir={out}", f"data.sources=[{{path: '{corpus}'}}]", "data.seq_len=64",
-                              "data.save_documents=true", "tokenizer.vocab_size=400", *extra], schema=PrepareDataConfig)
+                              "data.save_documents=true", "tokenizer.vocab_size=400", "data.languages=[en,ja]", *extra],
+                       schema=PrepareDataConfig)
 
 
 LOCAL = ("executor.kind=local", "executor.tasks=4", "executor.workers=2", "executor.dedup_tasks=2")
@@ -70,13 +76,17 @@ def prepared(tmp_path_factory):
 def test_any_number_of_tasks_keeps_and_rejects_what_the_default_does(prepared, tasks):
     root, _ = prepared
     a, b = root / "inproc", root / f"local{tasks}"
-    docs = ("origin", "text", "split")
-    rejects = ("origin", "reason", "detail", "text")
+    docs = ("origin", "text", "split", "language", "language_score")
+    rejects = ("origin", "reason", "detail", "text", "language", "language_score")
     assert rows(b, "documents", docs) == rows(a, "documents", docs)  # same documents, same validation hold-out
     assert rows(b, "rejects", rejects) == rows(a, "rejects", rejects)  # same reasons, same "duplicate of ..."
-    reasons = {r for _, r, _, _ in rows(b, "rejects", rejects)}
-    assert {"exact_dup", "near_dup", "malformed"} <= reasons and reasons - {"exact_dup", "near_dup", "malformed"}
+    reasons = {r[1] for r in rows(b, "rejects", rejects)}
+    assert {"exact_dup", "near_dup", "malformed", "language"} <= reasons
+    assert reasons - {"exact_dup", "near_dup", "malformed", "language"}
     card, ref = (json.loads((p / "data_card.json").read_text()) for p in (b, a))
+    assert card["languages"]["ja"]["documents_out"] == 1 and card["languages"]["de"]["documents_out"] == 0
+    en = card["languages"]["en"]  # fertility of the trained tokenizer: tokens per character and per word
+    assert 0 < en["tokens_per_character"] < 1 < en["tokens_per_word"] and en["tokens_out"] > 0
     assert "executor" not in ref
     per_task = card.pop("executor")["per_task"]
     assert len(per_task) == tasks and all(t["read"] == t["kept"] + t["rejected"] for t in per_task)
@@ -91,7 +101,8 @@ def test_any_number_of_tasks_keeps_and_rejects_what_the_default_does(prepared, t
         assert {k: v for k, v in card.items() if k not in volatile} == \
             {k: v for k, v in ref.items() if k not in volatile}
         return
-    for key in ("rejections", "split", "duplicate_clusters", "filters", "sources", "token_length_histogram"):
+    for key in ("rejections", "split", "duplicate_clusters", "filters", "sources", "token_length_histogram",
+                "languages"):
         assert card[key] == ref[key], key
     # every document's tokens are packed exactly once: only the tails cut at each task's end differ
     for split in ("train", "validation"):

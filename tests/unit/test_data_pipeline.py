@@ -129,7 +129,8 @@ def test_data_card_contents(built, corpus):
     assert "█" in md and (built.path / "token_lengths.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     # DATA_CARD.md shows exactly the pictures written beside it (rejections: the fixture has some).
     shown = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md))
-    assert shown == {p.name for p in built.path.glob("*.png")} == {"token_lengths.png", "rejections.png"}
+    assert shown == {p.name for p in built.path.glob("*.png")} == {"token_lengths.png", "rejections.png",
+                                                                  "languages.png"}
     assert (built.path / "tokenizer" / "tokenizer.json").is_file()
 
 

@@ -115,9 +115,9 @@ def test_bits_per_byte_matches_the_analytic_value_for_two_tokenizers(corpus):
 
 
 def test_summed_token_nll_is_the_training_validation_computation():
-    from hf_llm.train import loop
+    from hf_llm.train import objective
 
-    assert loop.row_token_nll is row_token_nll  # summed_token_nll is its sum over rows
+    assert objective.row_token_nll is row_token_nll  # the loop's validation; summed_token_nll is its sum over rows
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[1, 2, -100, 4, 5], [-100, -100, 3, 3, 1]])
     nll, count = summed_token_nll(logits, labels)

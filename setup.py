@@ -13,7 +13,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 # Keep in step with hf_llm.shipped.SHIPPED_NAMES (tests/unit/test_shipped.py checks both).
-SHIPPED = ("configs", "scripts", "data/sample", "tests/data/chat_sample.jsonl")
+SHIPPED = ("configs", "scripts", "data/sample", "tests/data/chat_sample.jsonl",
+           "tests/data/preference_sample.jsonl")
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Top-level names a wheel carries (keep in step with SHIPPED in setup.py).
-SHIPPED_NAMES = ("configs", "scripts", "data/sample", "tests/data/chat_sample.jsonl")
+SHIPPED_NAMES = ("configs", "scripts", "data/sample", "tests/data/chat_sample.jsonl",
+                 "tests/data/preference_sample.jsonl")
 
 
 def shipped_root() -> Path:

@@ -73,13 +73,13 @@ def _launch_finetuning(config: str | None, out: Path, overrides: list[str]) -> d
     import json
     import subprocess
 
-    from ..conftest import ACCELERATE, REPO, launch_env
+    from ..conftest import ACCELERATE, REPO, launch_environment
 
     head = ([*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
              "--dynamo_backend", "no"] if config is None else
             [*ACCELERATE, "--config_file", f"configs/accelerate/{config}.yaml"])
     proc = subprocess.run([*head, "scripts/finetune.py", "configs/recipes/dpo_lora_tiny.yaml", *overrides], cwd=REPO,
-                          env=launch_env(config == "ddp"), capture_output=True, text=True, timeout=900)
+                          env=launch_environment(config == "ddp"), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return json.loads((out / "summary.json").read_text())
 

@@ -211,7 +211,10 @@ def _assert_dropout_state(config_dir: Path, dropout: float) -> None:
 
 CELLS = [pytest.param(data, processes, dropout, id=f"{data}-{processes}proc-dropout{dropout:g}",
                       marks=[pytest.mark.slow] if processes > 1 else [])
-         for data in ("memory", "stream") for processes in (1, 2) for dropout in (0.0, 0.05)]
+         for data in ("memory", "stream") for processes in (1, 2) for dropout in (0.0, 0.05)
+         # with 2 processes the dropout cell proves strictly more on the same path (each rank's RNG comes back too),
+         # so the launches of a dropout-free 2-process cell would add time and no configuration
+         if processes == 1 or dropout > 0]
 
 
 @pytest.mark.parametrize("data,processes,dropout", CELLS)

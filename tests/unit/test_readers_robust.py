@@ -210,7 +210,7 @@ def test_no_rejects_still_writes_a_loadable_rejects_folder(rebuilt):
     assert first.card["rejections"] == {"malformed": 1} and second.card["rejections"] == {}
     rejects = load_from_disk(str(out / "rejects"))
     assert rejects.num_rows == 0 and rejects.features == before["rejects"]
-    assert rejects.column_names == ["text", "source", "origin", "reason", "detail", "id"]
+    assert rejects.column_names == ["text", "source", "origin", "language", "language_score", "reason", "detail", "id"]
     for folder in ("train", "validation", "documents"):
         assert load_from_disk(str(out / folder)).num_rows > 0, folder
     assert load_from_disk(str(out / "documents")).features == before["documents"]

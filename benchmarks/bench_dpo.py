@@ -101,11 +101,11 @@ def run_trl(a, base: Path, train_file: Path, out: Path) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     rows = [json.loads(line) for line in train_file.read_text().splitlines()]
-    tok = AutoTokenizer.from_pretrained(base)
+    tok = base_tokenizer(base)
     bf16 = a.precision == "bf16"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if bf16 else torch.float32)
     args = DPOConfig(output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps,
@@ -140,9 +140,9 @@ def held_out_accuracy(base: Path, adapter: str, rows: list[dict], beta: float) -
     """Share of held-out pairs whose implicit reward ranks chosen over rejected (merged policy vs base)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(base)
+    tok = base_tokenizer(base)
     reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
                                        adapter).merge_and_unload().eval()
@@ -164,13 +164,23 @@ def held_out_accuracy(base: Path, adapter: str, rows: list[dict], beta: float) -
     return wins / len(rows)
 
 
-def pair_tokens(base: Path, rows: list[dict]) -> float:
-    """Mean tokens per pair (prompt + chosen and prompt + rejected), hf_llm's encoding (TRL's, token for token)."""
+def base_tokenizer(base: Path):
+    """The base's tokenizer completed as the fine-tuning job completes it (a pretrained export has no chat template:
+    both sides, and the scorer, render pairs with hf_llm's default one)."""
     from transformers import AutoTokenizer
 
-    from hf_llm.preference_data import encode_pair
+    from hf_llm.sft import DEFAULT_CHAT_TEMPLATE, complete_tokenizer
 
     tok = AutoTokenizer.from_pretrained(base)
+    complete_tokenizer(tok, DEFAULT_CHAT_TEMPLATE)
+    return tok
+
+
+def pair_tokens(base: Path, rows: list[dict]) -> float:
+    """Mean tokens per pair (prompt + chosen and prompt + rejected), hf_llm's encoding (TRL's, token for token)."""
+    from hf_llm.preference_data import encode_pair
+
+    tok = base_tokenizer(base)
     sizes = [2 * len(p) + len(c) + len(r) for p, c, r in
              (encode_pair(tok, x["prompt"], x["chosen"], x["rejected"], None) for x in rows)]
     return sum(sizes) / len(sizes)

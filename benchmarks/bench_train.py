@@ -15,7 +15,7 @@ warm-up + compile seconds (time of the first steps above the steady pace), peak 
 peak RSS of the process), held-out loss at equal tokens; and the ratios. Not a test: timings on a shared machine
 are noisy; compare the ratios.
 
-    python benchmarks/bench_train.py            # the full matrix (<= ~12 min on 2 CPU cores)
+    python benchmarks/bench_train.py            # the full matrix (~20 min on 2 CPU cores)
     python benchmarks/bench_train.py --quick    # a smoke run (a few steps of small blocks)
 """
 
@@ -192,8 +192,10 @@ def run_hf_llm(cfg, prep, model_dir: Path) -> dict:
     state, model = fit(cfg, accelerator, model, data, cfg.train.precision, out, description="hf_llm")
     tokens_per_step = cfg.train.micro_batch_size * cfg.data.seq_len
     times = [tokens_per_step / p["tokens_per_second"] for p in state.history if "tokens_per_second" in p]
-    accelerator.unwrap_model(model, keep_torch_compile=False).save_pretrained(model_dir)
-    return {**step_stats(times, tokens_per_step), "steps": len(times)}
+    plain = accelerator.unwrap_model(model, keep_torch_compile=False)
+    compiled = any(getattr(m, "_compiled_call_impl", None) is not None for m in plain.modules())
+    plain.save_pretrained(model_dir)
+    return {**step_stats(times, tokens_per_step), "steps": len(times), "compiled": compiled}
 
 
 def worker(side: str, spec_path: Path) -> None:
@@ -283,14 +285,15 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a smoke run: few steps of small blocks, small corpora")
-    ap.add_argument("--steps", type=int, default=40, help="optimizer steps of the tiny cases")
-    ap.add_argument("--steps-d512", type=int, default=20, help="optimizer steps of the d512 cases")
+    ap.add_argument("--steps", type=int, default=100, help="optimizer steps of the tiny cases")
+    ap.add_argument("--steps-d512", type=int, default=60, help="optimizer steps of the d512 cases")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    ap.add_argument("--compile", default="true", choices=["auto", "true", "false"],
-                    help="train.compile of hf_llm's side (its steady state and compile time are reported apart)")
+    ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
+                    help="train.compile of hf_llm's side; auto (the default) decides per case as a run would: at the "
+                         "default steps the tiny cases run eager, the d512 ones compile (hf_llm.train.run)")
     ap.add_argument("--held-out-bytes", type=int, default=120_000)
     ap.add_argument("--corpora", default=",".join(CORPORA))
     ap.add_argument("--widths", default="tiny,d512", help=f"of {sorted(WIDTHS)} (125m: a GPU-sized case)")
@@ -312,8 +315,9 @@ def main() -> None:
         prep_dir, train_file, held = prepare_corpus(a, corpus, work)
         for width in a.widths.split(","):
             case = run_case(a, corpus, width, work, prep_dir, train_file, held)
-            print(json.dumps({k: case[k] for k in ("corpus", "width", "speedup", "steady_speedup", "memory_ratio",
-                                                   "held_out_loss_delta")}), flush=True)
+            print(json.dumps({**{k: case[k] for k in ("corpus", "width", "speedup", "steady_speedup", "memory_ratio",
+                                                      "held_out_loss_delta")},
+                              "compiled": case["hf_llm"]["compiled"]}), flush=True)
             cases.append(case)
             write_result(a, cases, start)  # after every case: a run stopped midway keeps what it measured
     print(json.dumps(write_result(a, cases, start), indent=2))

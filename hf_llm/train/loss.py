@@ -13,7 +13,9 @@ function on a first micro-batch; on CPU, and wherever it is absent or disagrees,
 
 from __future__ import annotations
 
+import functools
 import inspect
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -48,16 +50,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):  # the caller chose the compute dtype
             for start in range(0, hidden.shape[0], chunk_rows):
                 h, y = hidden[start:start + chunk_rows], labels[start:start + chunk_rows]
-                valid = y != IGNORE_INDEX
+                # Ignored rows are few in packed pretraining: zeroing them by index costs less than a masking pass
+                # over the chunk (every pass over the chunk's logits is what this loop's time goes to on a CPU).
+                ignored = (y == IGNORE_INDEX).nonzero().squeeze(1)
                 y = y.clamp(min=0)
-                logits = (h @ weight.t()).float()
-                lse = torch.logsumexp(logits, dim=-1)
-                total += ((lse - logits.gather(1, y[:, None]).squeeze(1)) * valid).sum()
+                # One fused log-softmax in fp32 (what the plain path computes after its upcast): the loss is its
+                # picked entries and the softmax its exp, in place.
+                logp = torch.log_softmax((h @ weight.t()).float(), dim=-1)
+                picked = logp.gather(1, y[:, None]).squeeze(1).index_fill_(0, ignored, 0.0)
+                total -= picked.sum()
                 if not (want_h or want_w):
                     continue
-                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                grad = logp.exp_()
                 grad[torch.arange(len(y), device=y.device), y] -= 1.0
-                grad = grad.mul_(valid[:, None]).to(hidden.dtype)
+                grad = grad.index_fill_(0, ignored, 0.0).to(hidden.dtype)
                 if want_h:
                     grad_hidden[start:start + chunk_rows] = grad @ weight
                 if want_w:
@@ -78,8 +84,39 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return gh, gw, None, None, None
 
 
-def chunk_rows_for(vocab_size: int) -> int:
-    return max(1, CHUNK_ELEMENTS // vocab_size)
+# A chunk the CPU's last-level cache holds (its fp32 logits in at most half of it) must still have this many rows, or
+# the three matmuls per chunk lose more than the cache saves.
+CACHE_CHUNK_MIN_ROWS = 256
+
+
+@functools.lru_cache(maxsize=None)
+def last_level_cache_bytes() -> Optional[int]:
+    """This CPU's largest cache (Linux sysfs), or None where it cannot be read."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip().upper()
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        try:
+            sizes.append(int(text.rstrip("KMG")) * scale)
+        except ValueError:
+            continue
+    return max(sizes) if sizes else None
+
+
+def chunk_rows_for(vocab_size: int, device_type: str = "cpu") -> int:
+    """Rows per chunk of the chunked loss: at most CHUNK_ELEMENTS logits. On a CPU, fewer where that keeps a chunk in
+    the last-level cache with at least CACHE_CHUNK_MIN_ROWS rows: each chunk's logits are passed over ~5 times
+    (upcast, log-softmax, exp, cast), from memory unless they stay cached. Measured on an AMD EPYC (32 MiB L3),
+    4,096 rows of a d256 model with vocabulary 8,192: 217 ms at 512 rows (16 MiB) against 288 ms at 1,024 (32 MiB);
+    at vocabulary 32,768 no chunk of 256 rows fits and the larger chunk is faster (1.74 s at 2,048 rows, 2.04 s at
+    256)."""
+    rows = max(1, CHUNK_ELEMENTS // vocab_size)
+    cache = last_level_cache_bytes() if device_type == "cpu" else None
+    if cache:
+        cached = cache // 2 // (4 * vocab_size)
+        if CACHE_CHUNK_MIN_ROWS <= cached < rows:
+            return cached
+    return rows
 
 
 def compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
@@ -107,7 +144,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
         keep = valid.nonzero().squeeze(1)
         hidden, labels = hidden.index_select(0, keep), labels.index_select(0, keep)
     return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), labels, float(normaliser),
-                                     chunk_rows or chunk_rows_for(weight.shape[0]))
+                                     chunk_rows or chunk_rows_for(weight.shape[0], hidden.device.type))
 
 
 def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, normaliser: float,

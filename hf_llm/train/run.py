@@ -280,18 +280,48 @@ def check_deepspeed(accelerator, train: TrainConfig, precision: str) -> None:
         ds["gradient_clipping"] = float(train.max_grad_norm or 0.0)
 
 
-# Compiling costs a one-off ~20-60 s (measured on these CPUs for the tiny and d512 models, one layer's graph) and
-# then makes a bf16 step ~1.2x faster on CPU (more on GPUs); at CPU step times of ~0.5-2 s that is won back after a few
-# hundred steps, at GPU step times of ~0.1 s after about a thousand. `auto` compiles runs of at least this many.
+# `train.compile=auto`: compile where the expected saving exceeds the compile's one-off cost.
+# On a CPU (bf16), measured by benchmarks/bench_compile.py (AMD EPYC, 2 cores, batch 16 × 256, regional compile with
+# an empty cache): 19 s to compile, then 1.19× (d256) / 1.21× (d512) faster steps, which wins the compile back after
+# 117 steps of 189 GFLOP (d256) and 43 steps of 615 GFLOP (d512): ~22-26 TFLOP of training per process in both. The
+# saving per step grows with the step's FLOPs and the cost hardly does, so the rule is a FLOP count: a run of at
+# least 1.25× the larger break-even (a second run, a resume or another process reuses the compile cache and pays
+# ~3.4 s: break-even after 8-21 steps). The default 200-step tiny run (38 TFLOP) compiles.
+COMPILE_MIN_CPU_FLOPS = 32e12
+# Elsewhere (GPUs: not measured here) a run of at least this many optimizer steps: compile costs ~20-60 s, and at
+# GPU step times of ~0.1 s a ~15-20% saving wins that back after about a thousand steps.
 COMPILE_MIN_STEPS = 1000
 
 
-def resolve_compile(setting: str, steps: int, precision: str, device_type: str, zero: Optional[int]) -> bool:
-    """`train.compile`: auto compiles a run of >= COMPILE_MIN_STEPS optimizer steps, except in fp32 on a CPU (where
-    compile was measured to gain nothing) and under ZeRO-3 (which it does not work with; true is refused there)."""
+def resolve_compile(setting: str, steps: int, precision: str, device_type: str, zero: Optional[int],
+                    process_flops: float = 0.0) -> bool:
+    """`train.compile`: auto compiles a run whose expected saving exceeds the compile time: on a CPU one of at least
+    COMPILE_MIN_CPU_FLOPS training FLOPs per process (`process_flops`, the whole run's), elsewhere one of at least
+    COMPILE_MIN_STEPS optimizer steps; never in fp32 on a CPU (measured: no gain) or under ZeRO-3 (which it does not
+    work with; true is refused there). A function of the configuration only, so a resumed run decides as the run it
+    resumes did (compiled and eager steps round differently)."""
     if setting != "auto":
         return setting == "true"
-    return steps >= COMPILE_MIN_STEPS and not (device_type == "cpu" and precision == "fp32") and zero != 3
+    if zero == 3:
+        return False
+    if device_type == "cpu":
+        return precision != "fp32" and process_flops >= COMPILE_MIN_CPU_FLOPS
+    return steps >= COMPILE_MIN_STEPS
+
+
+def use_compile_cache() -> Path:
+    """The folder torch.compile caches its graphs and kernels in: TORCHINDUCTOR_CACHE_DIR where the user set it,
+    else `~/.cache/hf_llm/torch_compile` (XDG_CACHE_HOME respected) rather than torch's /tmp default, which a
+    reboot or a batch job's private /tmp empties (torch's default is taken as unset). A run that finds its graphs
+    there compiles in ~3 s instead of ~19 s (bench_compile.py); every process of a run and every later run share
+    it."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen or chosen == default_cache_dir():  # torch writes its default into the variable when it first looks
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        chosen = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(base) / "hf_llm" / "torch_compile")
+    return Path(chosen)
 
 
 def compile_regions(model) -> int:
@@ -442,9 +472,13 @@ def fit(cfg: RunConfig, accelerator, model, data: TrainData, precision: str, out
     loaders = [stage.loader(train) for stage in stages]
     eval_loader = build_eval_loader(data.validation, train.micro_batch_size, data.collate) \
         if data.validation is not None else None
-    if resolve_compile(train.compile, steps, precision, accelerator.device.type, zero_stage(accelerator)):
+    process_flops = flops_per_token * train.micro_batch_size * data.seq_len * train.grad_accum_steps * steps
+    if resolve_compile(train.compile, steps, precision, accelerator.device.type, zero_stage(accelerator),
+                       process_flops):
+        cache = use_compile_cache()
         blocks = compile_regions(model)
-        accelerator.print(f"torch.compile: {blocks} decoder layers in place" if blocks else "torch.compile: the model")
+        accelerator.print((f"torch.compile: {blocks} decoder layers in place" if blocks else "torch.compile: the model")
+                          + f" (train.compile={train.compile}; cache {cache})")
     # One call with the model: DeepSpeed reads the micro-batch size from a loader it is given alongside.
     model, optimizer, *sharded = accelerator.prepare(model, optimizer, *(x for x in loaders if x is not None))
     sharded.reverse()

@@ -240,6 +240,22 @@ def test_pretraining_resumed_twice_equals_uninterrupted(data, processes, dropout
     _assert_dropout_state(full_out / "model", dropout)
 
 
+@pytest.mark.slow
+def test_compiled_bf16_pretraining_resumed_twice_equals_uninterrupted(data_root, tmp_path):
+    """What the default command runs on a CPU since `train.compile=auto` compiles runs past the break-even: regional
+    compilation under bf16 autocast, with dropout (whose RNG the compiled layers draw from). One process."""
+    extra = ("train.compile=true", "train.precision=bf16")
+    full_out, part_out = tmp_path / "full", tmp_path / "part"
+    full = _run_in_process(full_out, _pretrain_overrides(full_out, "memory", 1, 0.05, data_root, *extra))
+    assert full["steps"] == STEPS and full["precision"] == "bf16"
+    summaries, states = _train_in_segments(part_out, _pretrain_overrides(part_out, "memory", 1, 0.05, data_root,
+                                                                         *extra), _run_in_process)
+    _assert_same_tensors(full_out / "model" / "model.safetensors", part_out / "model" / "model.safetensors")
+    _assert_same_history(full, summaries[-1])
+    _assert_same_states(full_out, states, 1, streamed=False)
+    _assert_same_batches(full_out, part_out, 1)
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_llama_attention_dropout_is_active_in_train_mode(attn):
     """The knob the matrix turns: the tiny Llama applies `attention_dropout` in train mode (transformers passes it

@@ -224,3 +224,21 @@ def test_fp16_gradients_do_not_underflow_at_a_large_normaliser():
     assert (weight.grad != 0).float().mean() > 0.99  # the plain fp16 division would have zeroed most of them
     for got, ref in ((weight.grad, ref_w.grad), (hidden.grad, ref_h.grad)):  # to fp16 rounding
         assert (got.float() - ref).abs().max() <= 1e-2 * ref.abs().max()
+
+
+@pytest.mark.parametrize("cache_mib, vocab, rows", [(32, 8192, 512), (32, 32768, 256), (None, 8192, 1024),
+                                                    (1, 8192, 1024), (512, 8192, 1024), (32, 151936, 55)])
+def test_chunk_rows_fit_the_cache_only_where_that_keeps_chunks_large(monkeypatch, cache_mib, vocab, rows):
+    from hf_llm.train import loss
+
+    monkeypatch.setattr(loss, "last_level_cache_bytes", lambda: cache_mib and cache_mib << 20)
+    assert loss.chunk_rows_for(vocab, "cpu") == rows
+    assert loss.chunk_rows_for(vocab, "cuda") == max(1, loss.CHUNK_ELEMENTS // vocab)  # GPUs: the memory bound only
+    assert loss.chunk_rows_for(vocab, "cpu") * vocab <= loss.CHUNK_ELEMENTS  # the estimate's bound holds
+
+
+def test_the_last_level_cache_is_read_or_none():
+    from hf_llm.train.loss import last_level_cache_bytes
+
+    size = last_level_cache_bytes()
+    assert size is None or size >= 1 << 16

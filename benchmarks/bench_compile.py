@@ -63,15 +63,14 @@ def stepper(model, data: dict):
     from hf_llm.train.loss import OutputLoss
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = OutputLoss(model.get_output_embeddings())
+    loss_fn = OutputLoss(model.get_output_embeddings(), final_norm=model.model.norm)  # as output_loss_for builds it
     inputs = {k: v for k, v in data.items() if k != "labels"}
     normaliser = float((data["labels"][:, 1:] != -100).sum())
 
     def step() -> float:
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
-            loss = loss_fn(out.hidden_states[-1], data["labels"], normaliser)
+            loss = loss_fn(loss_fn.final_hidden(model, inputs), data["labels"], normaliser)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -75,6 +75,13 @@ def optimizer_step(accelerator, optimizer, scheduler) -> bool:
     return taken
 
 
+def uncompiled():
+    """A context in which compiled layers run eagerly. Validation and downstream passes use it: compiling the layers
+    again for no-grad, eval mode and their batch shapes (the last, smaller batch makes the compiler recompile with
+    dynamic shapes) would cost more compile time than their few forwards could save."""
+    return torch.compiler.set_stance("force_eager")
+
+
 @torch.no_grad()
 def evaluate_loss(accelerator, model, loader, objective: Optional[Objective] = None,
                   max_batches: Optional[int] = None) -> tuple[float, int, dict[str, float]]:
@@ -94,7 +101,7 @@ def evaluate_loss(accelerator, model, loader, objective: Optional[Objective] = N
         if max_batches is not None and i >= max_batches:
             break
         batch = {key: v.to(accelerator.device) for key, v in batch.items()}
-        with accelerator.autocast():
+        with accelerator.autocast(), uncompiled():
             items = objective.eval_items(model, batch)
         if accelerator.num_processes > 1:
             items = accelerator.gather_for_metrics(items)
@@ -197,7 +204,8 @@ def run_loop(setup: LoopSetup, state: LoopState, train: TrainConfig, evaluation:
                 if acc.is_main_process:
                     bar.write(f"step {state.step}: validation loss {val:.4f} (perplexity {math.exp(min(val, 50)):.2f})")
             if downstream:
-                point = downstream_pass(acc, model, setup.tokenizer, evaluation, encoded_tasks, state.step)
+                with uncompiled():
+                    point = downstream_pass(acc, model, setup.tokenizer, evaluation, encoded_tasks, state.step)
                 _record(acc, state, point, on_log)
                 if acc.is_main_process and WARNING_KEY not in point:
                     scores = ", ".join(f"{k[len('eval/'):]} {v:.4g}" for k, v in point.items())

@@ -228,10 +228,37 @@ class OutputLoss:
     """The training loss of the output layer, chosen once per run: Liger's kernel where it is installed and agreed
     with the plain-torch chunked loss on the first micro-batch (within bf16 rounding), else the plain-torch one."""
 
-    def __init__(self, head: torch.nn.Linear, tolerance: float = 1e-2):
+    def __init__(self, head: torch.nn.Linear, tolerance: float = 1e-2, final_norm: Optional[torch.nn.Module] = None):
         self.head, self.tolerance = head, tolerance
         self.kernel: Optional[Callable] = liger_loss(head.weight)
         self.checked = self.kernel is None
+        # The final hidden state is the decoder's last norm's output (what `hidden_states[-1]` holds), taken by a
+        # hook: asking the model for `output_hidden_states` hooks every decoder layer through a ContextVar, which
+        # breaks each compiled layer's graph in two (torch.compile cannot trace ContextVar.get).
+        self.final_norm = final_norm
+        self._captured: list[torch.Tensor] = []
+        if final_norm is not None:
+            final_norm.register_forward_hook(self._capture)
+
+    def _capture(self, _module, _inputs, output) -> None:
+        if self._capturing:
+            self._captured.append(output)
+
+    _capturing = False
+
+    def final_hidden(self, model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's final hidden state (batch, seq, hidden) from a forward through `model` (the wrapper
+        accelerate returned, which must see the call) that computes the logits of one position only."""
+        if self.final_norm is None:
+            out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            return out.hidden_states[-1]
+        self._capturing, self._captured = True, []
+        try:
+            model(**inputs, use_cache=False, logits_to_keep=1)
+        finally:
+            self._capturing = False
+        hidden, self._captured = self._captured[-1], []
+        return hidden
 
     def __call__(self, hidden: torch.Tensor, labels: torch.Tensor, normaliser: float) -> torch.Tensor:
         weight = self.head.weight
@@ -265,4 +292,6 @@ def output_loss_for(setting: str, accelerator: Any, model: Any) -> Optional[Outp
     if not resolve_fused_loss(setting, unwrapped, accelerator):
         return None
     base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-    return OutputLoss(base.get_output_embeddings())
+    # Every PLAIN_HEAD_MODEL_TYPES decoder ends in `model.norm`; the head reads its output.
+    norm = getattr(getattr(base, "model", None), "norm", None)
+    return OutputLoss(base.get_output_embeddings(), final_norm=norm if isinstance(norm, torch.nn.Module) else None)

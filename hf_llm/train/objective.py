@@ -57,8 +57,8 @@ class CausalLMObjective:
     def loss(self, model: Any, batch: Batch, normaliser: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         if self.output_loss is not None:
-            out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
-            return self.output_loss(out.hidden_states[-1], batch["labels"], normaliser), {}
+            hidden = self.output_loss.final_hidden(model, inputs)
+            return self.output_loss(hidden, batch["labels"], normaliser), {}
         out = model(**inputs, labels=batch["labels"], use_cache=False, num_items_in_batch=torch.tensor(normaliser))
         return out.loss, {}
 

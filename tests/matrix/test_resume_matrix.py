@@ -241,13 +241,40 @@ def test_pretraining_resumed_twice_equals_uninterrupted(data, processes, dropout
 
 
 @pytest.mark.slow
-def test_compiled_bf16_pretraining_resumed_twice_equals_uninterrupted(data_root, tmp_path):
+def test_compiled_bf16_pretraining_resumed_twice_equals_uninterrupted(data_root, tmp_path, monkeypatch):
     """What the default command runs on a CPU since `train.compile=auto` compiles runs past the break-even: regional
-    compilation under bf16 autocast, with dropout (whose RNG the compiled layers draw from). One process."""
+    compilation under bf16 autocast, with dropout (whose RNG the compiled layers draw from). One process. Also the
+    export matrix's invariant for a compiled run: the export gives the live (compiled) model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    import hf_llm.pretrain as job
+
+    ids = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(0))  # inside any vocabulary here
+
+    @torch.no_grad()
+    def logits(model) -> torch.Tensor:
+        was = model.training
+        model.eval()
+        out = model(input_ids=ids, use_cache=False).logits.float().clone()
+        model.train(was)
+        return out
+
+    real_export, live = job.export_model, {}
+
+    def export_model(accelerator, model, *args, **kwargs):
+        # The object the job exports, compiled layers and all, without accelerate's bf16 autocast around its
+        # forward: the export holds the fp32 weights, and fp32 logits compare them to 1e-5.
+        live["logits"] = logits(accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=True))
+        return real_export(accelerator, model, *args, **kwargs)
+
     extra = ("train.compile=true", "train.precision=bf16")
     full_out, part_out = tmp_path / "full", tmp_path / "part"
-    full = _run_in_process(full_out, _pretrain_overrides(full_out, "memory", 1, 0.05, data_root, *extra))
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "export_model", export_model)
+        full = _run_in_process(full_out, _pretrain_overrides(full_out, "memory", 1, 0.05, data_root, *extra))
     assert full["steps"] == STEPS and full["precision"] == "bf16"
+    exported = AutoModelForCausalLM.from_pretrained(str(full_out / "model"), dtype=torch.float32)
+    assert (logits(exported) - live["logits"]).abs().max().item() <= 1e-5
     summaries, states = _train_in_segments(part_out, _pretrain_overrides(part_out, "memory", 1, 0.05, data_root,
                                                                          *extra), _run_in_process)
     _assert_same_tensors(full_out / "model" / "model.safetensors", part_out / "model" / "model.safetensors")

@@ -282,11 +282,11 @@ def check_deepspeed(accelerator, train: TrainConfig, precision: str) -> None:
 
 # `train.compile=auto`: compile where the expected saving exceeds the compile's one-off cost.
 # On a CPU (bf16), measured by benchmarks/bench_compile.py (AMD EPYC, 2 cores, batch 16 × 256, regional compile with
-# an empty cache): 19 s to compile, then 1.19× (d256) / 1.21× (d512) faster steps, which wins the compile back after
-# 117 steps of 189 GFLOP (d256) and 43 steps of 615 GFLOP (d512): ~22-26 TFLOP of training per process in both. The
-# saving per step grows with the step's FLOPs and the cost hardly does, so the rule is a FLOP count: a run of at
-# least 1.25× the larger break-even (a second run, a resume or another process reuses the compile cache and pays
-# ~3.4 s: break-even after 8-21 steps). The default 200-step tiny run (38 TFLOP) compiles.
+# an empty cache): 17 s to compile, then 1.21× faster steps (d256 and d512), which wins the compile back after 99
+# steps of 189 GFLOP (d256) and 39 steps of 615 GFLOP (d512): ~19-24 TFLOP of training per process in both. The
+# saving per step grows with the step's FLOPs and the cost hardly does, so the rule is a FLOP count: a third above
+# the larger break-even (a second run, a resume or another process reuses the compile cache and pays ~3 s:
+# break-even after 6-18 steps). The default 200-step tiny run (38 TFLOP) compiles.
 COMPILE_MIN_CPU_FLOPS = 32e12
 # Elsewhere (GPUs: not measured here) a run of at least this many optimizer steps: compile costs ~20-60 s, and at
 # GPU step times of ~0.1 s a ~15-20% saving wins that back after about a thousand steps.
@@ -313,7 +313,7 @@ def use_compile_cache() -> Path:
     """The folder torch.compile caches its graphs and kernels in: TORCHINDUCTOR_CACHE_DIR where the user set it,
     else `~/.cache/hf_llm/torch_compile` (XDG_CACHE_HOME respected) rather than torch's /tmp default, which a
     reboot or a batch job's private /tmp empties (torch's default is taken as unset). A run that finds its graphs
-    there compiles in ~3 s instead of ~19 s (bench_compile.py); every process of a run and every later run share
+    there compiles in ~3 s instead of ~17 s (bench_compile.py); every process of a run and every later run share
     it."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 

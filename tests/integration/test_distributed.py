@@ -36,7 +36,8 @@ def _losses(summary: dict) -> list[float]:
     return [p["loss"] for p in summary["history"] if "loss" in p]
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "zero1", "zero2", "zero3"])
+# DDP and ZeRO-2 train and export in the accumulation parity test below (which checks their exports load too).
+@pytest.mark.parametrize("strategy", ["zero1", "zero3"])
 def test_strategy_trains_and_exports(strategy, tmp_path, prepared):
     out = tmp_path / strategy
     summary = _launch(strategy, out, _overrides(out, prepared, "train.lr=1e-2"))
@@ -66,6 +67,11 @@ def test_two_processes_equal_one_process_with_accumulation(strategy, precision, 
     assert len(a) == len(b) == 8
     tolerance = {"fp32": 1e-4, "bf16": 2e-2}[precision]
     assert max(abs(x - y) for x, y in zip(a, b)) <= tolerance, (a, b)
+    assert sum(b[-3:]) / 3 < sum(b[:3]) / 3, b  # it trains
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "two" / "model"))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def _launch_finetuning(config: str | None, out: Path, overrides: list[str]) -> dict:

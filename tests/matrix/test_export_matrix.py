@@ -25,10 +25,10 @@ IDS = torch.randint(0, 500, (2, 24), generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
-def _logits(model) -> torch.Tensor:
+def _logits(model, ids: torch.Tensor = IDS) -> torch.Tensor:
     was = model.training
     model.eval()
-    out = model(input_ids=IDS, use_cache=False).logits.float().clone()
+    out = model(input_ids=ids, use_cache=False).logits.float().clone()
     model.train(was)
     return out
 

@@ -249,22 +249,15 @@ def test_compiled_bf16_pretraining_resumed_twice_equals_uninterrupted(data_root,
 
     import hf_llm.pretrain as job
 
+    from .test_export_matrix import _logits
+
     ids = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(0))  # inside any vocabulary here
-
-    @torch.no_grad()
-    def logits(model) -> torch.Tensor:
-        was = model.training
-        model.eval()
-        out = model(input_ids=ids, use_cache=False).logits.float().clone()
-        model.train(was)
-        return out
-
     real_export, live = job.export_model, {}
 
     def export_model(accelerator, model, *args, **kwargs):
         # The object the job exports, compiled layers and all, without accelerate's bf16 autocast around its
         # forward: the export holds the fp32 weights, and fp32 logits compare them to 1e-5.
-        live["logits"] = logits(accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=True))
+        live["logits"] = _logits(accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=True), ids)
         return real_export(accelerator, model, *args, **kwargs)
 
     extra = ("train.compile=true", "train.precision=bf16")
@@ -274,7 +267,7 @@ def test_compiled_bf16_pretraining_resumed_twice_equals_uninterrupted(data_root,
         full = _run_in_process(full_out, _pretrain_overrides(full_out, "memory", 1, 0.05, data_root, *extra))
     assert full["steps"] == STEPS and full["precision"] == "bf16"
     exported = AutoModelForCausalLM.from_pretrained(str(full_out / "model"), dtype=torch.float32)
-    assert (logits(exported) - live["logits"]).abs().max().item() <= 1e-5
+    assert (_logits(exported, ids) - live["logits"]).abs().max().item() <= 1e-5
     summaries, states = _train_in_segments(part_out, _pretrain_overrides(part_out, "memory", 1, 0.05, data_root,
                                                                          *extra), _run_in_process)
     _assert_same_tensors(full_out / "model" / "model.safetensors", part_out / "model" / "model.safetensors")
@@ -415,9 +408,12 @@ def _staged_overrides(out: Path, data: str, processes: int, roots: dict[str, Pat
                                f"train.grad_accum_steps={accum}", "train.keep_last=4")
 
 
+# Two processes only with streamed data: each process's stream position must come back at and across the switch,
+# which the in-memory path (one shared position; proven on 2 processes by the unstaged memory-2proc cell and across
+# the switch by the 1-process staged cells) has no counterpart of.
 STAGED_CELLS = [pytest.param(data, processes, 1, STOPS, id=f"staged-{data}-{processes}proc-dropout0.05",
                              marks=[pytest.mark.slow] if processes > 1 else [])
-                for data in ("memory", "stream") for processes in (1, 2)] + [
+                for data in ("memory", "stream") for processes in (1, 2) if processes == 1 or data == "stream"] + [
     # stopped before the boundary, exactly at it (the checkpoint is the first stage's last) and after it, with
     # 2 micro-batches per step
     pytest.param("memory", 1, 2, (2, 3, 4), id="staged-memory-1proc-accum2-stops2,3,4-dropout0.05")]

@@ -236,6 +236,7 @@ class OutputLoss:
         # hook: asking the model for `output_hidden_states` hooks every decoder layer through a ContextVar, which
         # breaks each compiled layer's graph in two (torch.compile cannot trace ContextVar.get).
         self.final_norm = final_norm
+        self._capturing = False
         self._captured: list[torch.Tensor] = []
         if final_norm is not None:
             final_norm.register_forward_hook(self._capture)
@@ -243,8 +244,6 @@ class OutputLoss:
     def _capture(self, _module, _inputs, output) -> None:
         if self._capturing:
             self._captured.append(output)
-
-    _capturing = False
 
     def final_hidden(self, model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The model's final hidden state (batch, seq, hidden) from a forward through `model` (the wrapper
